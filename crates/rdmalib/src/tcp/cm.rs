@@ -1,0 +1,238 @@
+//! Connection management for the tcp provider: the listener, the handshake that carries
+//! private data, accept and reject.
+//!
+//! Handshake (little-endian): the active side sends `MAGIC, version u16, len u16, data`; the
+//! passive side answers `MAGIC, version u16, status u8, len u16, data` with status 0 accept,
+//! 1 reject, 2 version mismatch. After an accept both sides speak frames.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+
+use super::conn::{Connection, Shared};
+use super::engine::Engine;
+use super::sys::{EventFd, wait_readable};
+use super::wire::{MAGIC, VERSION};
+use super::{Cq, Pd};
+use crate::context::{Event, QpSpec};
+use crate::error::{Error, Result};
+
+/// How long a peer may take to send its connection request.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const ACCEPT: u8 = 0;
+const REJECT: u8 = 1;
+const BAD_VERSION: u8 = 2;
+
+/// Events produced by other threads (disconnects, establishment) for the listener's owner.
+pub(crate) struct ListenerShared {
+    events: Mutex<VecDeque<Event<ConnectRequest>>>,
+    doorbell: EventFd,
+}
+
+impl ListenerShared {
+    pub(super) fn push(&self, event: Event<ConnectRequest>) {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).push_back(event);
+        self.doorbell.signal();
+    }
+
+    fn pop(&self) -> Option<Event<ConnectRequest>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+}
+
+pub(crate) struct Listener {
+    socket: TcpListener,
+    local: SocketAddr,
+    shared: Arc<ListenerShared>,
+    /// Readable when the socket has a connection waiting or the doorbell rang.
+    readiness: Epoll,
+    engine: Arc<Engine>,
+}
+
+impl Listener {
+    pub(super) fn bind(engine: Arc<Engine>, addr: SocketAddr) -> Result<Listener> {
+        let socket = TcpListener::bind(addr).map_err(|e| Error::io(format!("listen on {addr}"), e))?;
+        socket.set_nonblocking(true).map_err(|e| Error::io("making the listener non-blocking", e))?;
+        let local = socket.local_addr().map_err(|e| Error::io("listener address", e))?;
+        let shared = Arc::new(ListenerShared {
+            events: Mutex::new(VecDeque::new()),
+            doorbell: EventFd::new().map_err(|e| Error::io("eventfd for a listener", e))?,
+        });
+        let readiness = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| Error::io("epoll_create for a listener", e.into()))?;
+        for fd in [socket.as_fd(), shared.doorbell.fd()] {
+            readiness
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, 0))
+                .map_err(|e| Error::io("epoll_ctl for a listener", e.into()))?;
+        }
+        Ok(Listener { socket, local, shared, readiness, engine })
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.readiness.0.as_raw_fd()
+    }
+
+    pub(crate) fn get_event(&self, timeout: Option<Duration>) -> Result<Option<Event<ConnectRequest>>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.shared.doorbell.drain();
+            if let Some(event) = self.shared.pop() {
+                return Ok(Some(event));
+            }
+            match self.socket.accept() {
+                Ok((stream, peer)) => match self.read_request(stream, peer) {
+                    Ok(request) => return Ok(Some(Event::ConnectRequest(request))),
+                    Err(e) => tracing::warn!("ignored a connection attempt from {peer}: {e}"),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = match deadline {
+                        None => None,
+                        Some(d) => match d.checked_duration_since(Instant::now()) {
+                            Some(left) => Some(left),
+                            None => return Ok(None),
+                        },
+                    };
+                    wait_readable(&[self.socket.as_fd(), self.shared.doorbell.fd()], left)
+                        .map_err(|e| Error::io("waiting for connection requests", e))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(format!("accept on {}", self.local), e)),
+            }
+        }
+    }
+
+    fn read_request(&self, mut stream: TcpStream, peer: SocketAddr) -> Result<ConnectRequest> {
+        let io_err = |e| Error::io(format!("connection request from {peer}"), e);
+        stream.set_nonblocking(false).map_err(io_err)?;
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io_err)?;
+        let mut head = [0u8; 8];
+        stream.read_exact(&mut head).map_err(io_err)?;
+        if head[..4] != MAGIC {
+            return Err(Error::Protocol(format!("{peer} does not speak the rdmalib tcp protocol")));
+        }
+        let version = u16::from_le_bytes([head[4], head[5]]);
+        if version != VERSION {
+            let _ = reply(&mut stream, BAD_VERSION, &[]);
+            return Err(Error::Protocol(format!(
+                "{peer} speaks tcp-provider protocol version {version}, this build speaks {VERSION}"
+            )));
+        }
+        let len = u16::from_le_bytes([head[6], head[7]]) as usize;
+        if len > crate::MAX_CONNECT_PRIVATE_DATA {
+            return Err(Error::Protocol(format!("{peer} sent {len} bytes of private data")));
+        }
+        let mut private_data = vec![0; len];
+        stream.read_exact(&mut private_data).map_err(io_err)?;
+        Ok(ConnectRequest {
+            stream: Some(stream),
+            peer,
+            private_data,
+            listener: Arc::downgrade(&self.shared),
+            engine: self.engine.clone(),
+        })
+    }
+}
+
+fn reply(stream: &mut TcpStream, status: u8, data: &[u8]) -> io::Result<()> {
+    let mut msg = Vec::with_capacity(9 + data.len());
+    msg.extend_from_slice(&MAGIC);
+    msg.extend_from_slice(&VERSION.to_le_bytes());
+    msg.push(status);
+    msg.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    msg.extend_from_slice(data);
+    stream.write_all(&msg)
+}
+
+pub(crate) struct ConnectRequest {
+    stream: Option<TcpStream>,
+    peer: SocketAddr,
+    private_data: Vec<u8>,
+    listener: Weak<ListenerShared>,
+    engine: Arc<Engine>,
+}
+
+impl ConnectRequest {
+    pub(crate) fn private_data(&self) -> &[u8] {
+        &self.private_data
+    }
+
+    pub(crate) fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub(crate) fn accept(mut self, pd: &Arc<Pd>, qp: &QpSpec<Arc<Cq>>, private_data: &[u8]) -> Result<Connection> {
+        let mut stream = self.stream.take().ok_or(Error::NotConnected)?;
+        reply(&mut stream, ACCEPT, private_data)
+            .map_err(|e| Error::io(format!("accepting {}", self.peer), e))?;
+        let data = std::mem::take(&mut self.private_data);
+        let shared = Shared::new(stream, data, pd, qp, &self.engine)?;
+        shared.set_listener(self.listener.clone());
+        if let Some(listener) = self.listener.upgrade() {
+            listener.push(Event::Established(shared.qp_num));
+        }
+        Ok(Connection::new(shared))
+    }
+
+    pub(crate) fn reject(mut self, private_data: &[u8]) -> Result<()> {
+        if let Some(mut stream) = self.stream.take() {
+            reply(&mut stream, REJECT, private_data)
+                .map_err(|e| Error::io(format!("rejecting {}", self.peer), e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ConnectRequest {
+    fn drop(&mut self) {
+        if let Some(mut stream) = self.stream.take() {
+            let _ = reply(&mut stream, REJECT, &[]);
+        }
+    }
+}
+
+pub(super) fn connect(
+    engine: &Arc<Engine>,
+    pd: &Arc<Pd>,
+    addr: SocketAddr,
+    qp: &QpSpec<Arc<Cq>>,
+    private_data: &[u8],
+    timeout: Duration,
+) -> Result<Connection> {
+    let what = || format!("connect to {addr}");
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(what(), e))?;
+    stream.set_nodelay(true).map_err(|e| Error::io(what(), e))?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| Error::io(what(), e))?;
+    let mut msg = Vec::with_capacity(8 + private_data.len());
+    msg.extend_from_slice(&MAGIC);
+    msg.extend_from_slice(&VERSION.to_le_bytes());
+    msg.extend_from_slice(&(private_data.len() as u16).to_le_bytes());
+    msg.extend_from_slice(private_data);
+    stream.write_all(&msg).map_err(|e| Error::io(what(), e))?;
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).map_err(|e| Error::io(format!("waiting for {addr} to answer"), e))?;
+    if head[..4] != MAGIC {
+        return Err(Error::Protocol(format!("{addr} does not speak the rdmalib tcp protocol")));
+    }
+    let version = u16::from_le_bytes([head[4], head[5]]);
+    let len = u16::from_le_bytes([head[7], head[8]]) as usize;
+    let mut data = vec![0; len];
+    stream.read_exact(&mut data).map_err(|e| Error::io(format!("answer from {addr}"), e))?;
+    match head[6] {
+        ACCEPT => Ok(Connection::new(Shared::new(stream, data, pd, qp, engine)?)),
+        REJECT => Err(Error::Rejected { private_data: data }),
+        BAD_VERSION => Err(Error::Protocol(format!(
+            "{addr} speaks tcp-provider protocol version {version}, this build speaks {VERSION}"
+        ))),
+        other => Err(Error::Protocol(format!("{addr} answered with unknown status {other}"))),
+    }
+}

@@ -1,0 +1,125 @@
+//! The per-context progress thread.
+//!
+//! It never touches a connection that a thread is busy-polling: it watches a socket for data
+//! only while one of the connection's completion queues is armed for a blocking wait or the
+//! connection asked for background progress, and otherwise only for the peer hanging up.
+//! Every [`TICK`] it also drives connections that nobody polled since the last tick, so
+//! one-sided operations on unpolled connections still complete.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use super::conn::Shared;
+use super::sys::EventFd;
+use crate::error::{Error, Result};
+
+const TICK: Duration = Duration::from_millis(10);
+const STOP: u64 = u64::MAX;
+
+type Registry = Mutex<HashMap<u32, Weak<Shared>>>;
+
+pub(crate) struct Engine {
+    epoll: Arc<Epoll>,
+    conns: Arc<Registry>,
+    stop: Arc<EventFd>,
+}
+
+impl Engine {
+    pub(super) fn start() -> Result<Arc<Engine>> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| Error::io("epoll_create for the tcp provider", e.into()))?;
+        let stop = EventFd::new().map_err(|e| Error::io("eventfd for the tcp provider", e))?;
+        epoll
+            .add(stop.fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP))
+            .map_err(|e| Error::io("epoll_ctl for the tcp provider", e.into()))?;
+        let engine = Arc::new(Engine {
+            epoll: Arc::new(epoll),
+            conns: Arc::new(Mutex::new(HashMap::new())),
+            stop: Arc::new(stop),
+        });
+        let (epoll, conns) = (engine.epoll.clone(), engine.conns.clone());
+        std::thread::Builder::new()
+            .name("rdmalib-tcp-progress".into())
+            .spawn(move || run(&epoll, &conns))
+            .map_err(|e| Error::io("starting the tcp progress thread", e))?;
+        Ok(engine)
+    }
+
+    pub(super) fn register(&self, conn: &Arc<Shared>) -> Result<()> {
+        lock(&self.conns).insert(conn.qp_num, Arc::downgrade(conn));
+        let event = EpollEvent::new(flags(conn.background), u64::from(conn.qp_num));
+        self.epoll
+            .add(conn.fd(), event)
+            .map_err(|e| Error::io("epoll_ctl for a new connection", e.into()))
+    }
+
+    /// Re-arms the watch on `conn`, for incoming data too when `data` is set.
+    pub(super) fn watch(&self, conn: &Shared, data: bool) {
+        let mut event = EpollEvent::new(flags(data), u64::from(conn.qp_num));
+        let _ = self.epoll.modify(conn.fd(), &mut event);
+    }
+
+    pub(super) fn forget(&self, conn: &Shared) {
+        if lock(&self.conns).remove(&conn.qp_num).is_some() {
+            let _ = self.epoll.delete(conn.fd());
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop.signal();
+    }
+}
+
+fn flags(data: bool) -> EpollFlags {
+    let base = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+    if data { base | EpollFlags::EPOLLIN } else { base }
+}
+
+fn lock(m: &Registry) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<Shared>>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run(epoll: &Epoll, conns: &Registry) {
+    let mut events = [EpollEvent::empty(); 32];
+    let mut last_tick = Instant::now();
+    loop {
+        let n = match epoll.wait(&mut events, EpollTimeout::from(TICK.as_millis() as u16)) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => {
+                tracing::error!("tcp progress thread stops: epoll_wait failed: {e}");
+                return;
+            }
+        };
+        for event in &events[..n] {
+            if event.data() == STOP {
+                return;
+            }
+            let conn = lock(conns).get(&(event.data() as u32)).and_then(Weak::upgrade);
+            if let Some(conn) = conn {
+                conn.progress_background();
+                if conn.is_connected() {
+                    let mut again = EpollEvent::new(flags(conn.wants_background()), event.data());
+                    let _ = epoll.modify(conn.fd(), &mut again);
+                }
+            }
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            let idle: Vec<Arc<Shared>> = lock(conns)
+                .values()
+                .filter_map(Weak::upgrade)
+                .filter(|c| !c.touched.swap(false, Ordering::Relaxed))
+                .collect();
+            for conn in idle {
+                conn.progress_background();
+            }
+        }
+    }
+}
