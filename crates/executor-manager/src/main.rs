@@ -1,1 +1,64 @@
-fn main() {}
+//! `executor_manager`: the per-node allocator. It accepts clients, starts one `executor`
+//! process per allocation, tracks and reaps them, and tells a client when its executor died.
+
+mod manager;
+mod spawn;
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use rfaas::config::{ExecutorManagerConfig, load_json};
+
+/// Accepts rFaaS clients and starts executors for them.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (executor_manager.json).
+    #[arg(short = 'c', long = "config")]
+    config: String,
+    /// Device database (devices.json).
+    #[arg(long)]
+    device_database: String,
+    /// Serve clients without a resource manager (no leases are checked).
+    #[arg(long)]
+    skip_resource_manager: bool,
+    /// More logging (-v debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    rfaas::logging::init(args.verbose);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("executor_manager: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    tracing::info!("Executing rFaaS executor manager!");
+    let config: ExecutorManagerConfig = load_json(&args.config, "executor manager configuration")?;
+    let devices = rdmalib::DeviceDatabase::load(&args.device_database)?;
+    let device = devices.get_or_first(&config.config.rdma_device)?.clone();
+    let device_database = std::fs::canonicalize(&args.device_database)
+        .with_context(|| format!("resolving {}", args.device_database))?;
+    if !args.skip_resource_manager && config.config.resource_manager_address.is_empty() {
+        anyhow::bail!(
+            "no resource_manager_address in {}; set it, or pass --skip-resource-manager for a deployment without one",
+            args.config
+        );
+    }
+    let launcher = spawn::Launcher::new(
+        device_database,
+        device.name.clone(),
+        &config.executor,
+        args.verbose,
+    )?;
+    rfaas::signals::install_shutdown_handler();
+    manager::Manager::start(&device, &config, launcher)?.run()
+}

@@ -1,1 +1,322 @@
-fn main() {}
+//! `executor`: one process per allocation, one thread per leased core. Started by the
+//! executor manager (or by hand, for debugging), it connects back to the client, receives the
+//! function library, publishes each thread's input buffer and serves invocations.
+
+mod native;
+mod sandbox;
+mod worker;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use function_library::FunctionLibrary;
+use rdmalib::{
+    Access, CompletionQueue, Connection, Context, DeviceDatabase, Opcode, QpConfig, SendFlags,
+};
+use rfaas::protocol::{Hello, MessageKind, Role, Sandbox as SandboxKind, ThreadReady};
+
+use crate::native::{NativeLibrary, NativeSandbox};
+use crate::sandbox::{Sandbox, SlotLayout};
+use crate::worker::{Polling, Worker, WorkerStats};
+
+/// How long the client has to send the code after the executor connected.
+const CODE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one allocation: connects to the client, loads its code, runs its invocations.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Device database (devices.json).
+    #[arg(long)]
+    device_database: String,
+    /// Device name in the database (empty: the first one).
+    #[arg(long, default_value = "")]
+    device: String,
+    /// The client's address to connect back to.
+    #[arg(long)]
+    client: SocketAddr,
+    /// Allocation id, presented to the client in every connection.
+    #[arg(long, default_value_t = 0)]
+    allocation_id: u32,
+    /// Threads (leased cores).
+    #[arg(long, default_value_t = 1)]
+    cores: u16,
+    /// Input slots per thread.
+    #[arg(long, default_value_t = 1)]
+    input_buf_count: u16,
+    /// Largest payload of one invocation, in bytes.
+    #[arg(long)]
+    max_payload: u32,
+    /// Size of the code the client sends, in bytes.
+    #[arg(long)]
+    code_size: u32,
+    /// Sandbox: native or wasm.
+    #[arg(long, default_value = "native")]
+    sandbox: String,
+    /// -1 always hot, 0 always warm, >0 ms of idle hot polling before sleeping.
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+    hot_timeout: i32,
+    /// Per-invocation time limit for wasm functions, in ms (0: none).
+    #[arg(long, default_value_t = 0)]
+    time_limit_ms: u32,
+    /// Stop each thread after this many invocations (0: serve until the client leaves).
+    #[arg(long, default_value_t = 0)]
+    max_invocations: u64,
+    /// Pin thread i to core i.
+    #[arg(long)]
+    pin_threads: bool,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    rfaas::logging::init(args.verbose);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("executor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let db = DeviceDatabase::load(&args.device_database)?;
+    let device = db.get_or_first(&args.device)?;
+    let ctx = Context::open(device)?;
+    let pd = ctx.alloc_pd()?;
+    let sandbox_kind = match args.sandbox.as_str() {
+        "native" => SandboxKind::Native,
+        "wasm" => SandboxKind::Wasm,
+        other => bail!("unknown sandbox {other:?}; expected native or wasm"),
+    };
+    if args.cores == 0 || args.input_buf_count == 0 {
+        bail!("an executor needs at least one core and one input buffer");
+    }
+    let layout = SlotLayout {
+        slot_count: args.input_buf_count as usize,
+        max_payload: args.max_payload as usize,
+    };
+
+    let mut threads = Vec::with_capacity(args.cores as usize);
+    for thread in 0..args.cores {
+        let cq = ctx.create_cq(layout.slot_count as u32 * 4 + 16)?;
+        let hello = Hello {
+            role: Role::Executor,
+            allocation_id: args.allocation_id,
+            thread,
+            secret: 0,
+        };
+        let qp = QpConfig::new(&cq, &cq)
+            .max_inline_data(device.max_inline_data)
+            .max_recv_wr(layout.slot_count as u32 * 2 + 4);
+        let conn = ctx
+            .connect(&pd, args.client, &qp, &hello.encode())
+            .with_context(|| {
+                format!(
+                    "connecting thread {thread} back to the client at {}",
+                    args.client
+                )
+            })?;
+        threads.push((conn, cq));
+    }
+    tracing::info!(
+        "Connected {} threads to the client {}",
+        args.cores,
+        args.client
+    );
+
+    let (code, library) = receive_code(
+        &pd,
+        &threads[0].0,
+        &threads[0].1,
+        args.code_size,
+        sandbox_kind,
+    )
+    .inspect_err(|e| report_failure(&pd, &threads, &format!("{e:#}")))?;
+    let sandboxes: Vec<Box<dyn Sandbox>> =
+        match build_sandboxes(&pd, &code, &library, sandbox_kind, layout, args) {
+            Ok(s) => s,
+            Err(e) => {
+                report_failure(&pd, &threads, &format!("{e:#}"));
+                return Err(e);
+            }
+        };
+    drop(code);
+
+    let mut handles = Vec::with_capacity(threads.len());
+    for (thread, ((conn, cq), sandbox)) in threads.into_iter().zip(sandboxes).enumerate() {
+        let ready = ThreadReady {
+            result: Ok(()),
+            thread: thread as u16,
+            input_addr: sandbox.input().addr(),
+            input_rkey: sandbox.input().rkey(),
+            slot_size: layout.slot_size() as u32,
+            slot_count: layout.slot_count as u16,
+            function_count: library.functions().len() as u16,
+        };
+        send_message(&pd, &conn, &cq, MessageKind::ThreadReady, &ready.encode())?;
+        let worker = Worker {
+            thread: thread as u16,
+            conn,
+            cq,
+            sandbox,
+            layout,
+            polling: Polling::from_hot_timeout(args.hot_timeout),
+            max_invocations: args.max_invocations,
+        };
+        let pin = args.pin_threads;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("executor-{thread}"))
+                .spawn(move || {
+                    if pin {
+                        pin_to_core(thread);
+                    }
+                    worker.run()
+                })
+                .context("starting an executor thread")?,
+        );
+    }
+    let mut total = WorkerStats::default();
+    for handle in handles {
+        let stats = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("an executor thread panicked"))??;
+        total.invocations += stats.invocations;
+        total.hot_polling_ns += stats.hot_polling_ns;
+        total.execution_ns += stats.execution_ns;
+    }
+    tracing::info!(
+        "Allocation {} done: {} invocations, hot polling {:.3} ms, execution {:.3} ms",
+        args.allocation_id,
+        total.invocations,
+        total.hot_polling_ns as f64 / 1e6,
+        total.execution_ns as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// Receives the function library on thread 0's connection and inspects it.
+fn receive_code(
+    pd: &rdmalib::ProtectionDomain,
+    conn: &Connection,
+    cq: &CompletionQueue,
+    code_size: u32,
+    kind: SandboxKind,
+) -> Result<(Vec<u8>, FunctionLibrary)> {
+    if code_size == 0 {
+        bail!("the allocation announces an empty function library");
+    }
+    let buf = pd.register(code_size as usize, Access::LOCAL_WRITE)?;
+    conn.post_recv(u64::MAX, buf.sge(0, code_size as usize)?)?;
+    let wc = cq
+        .wait_one(Some(CODE_TIMEOUT))?
+        .with_context(|| format!("the client sent no code within {CODE_TIMEOUT:?}"))?;
+    if !wc.is_ok() || wc.opcode != Opcode::Recv || wc.imm != Some(MessageKind::Code as u32) {
+        bail!("expected the function library from the client, got {wc:?}");
+    }
+    let mut code = vec![0u8; wc.byte_len as usize];
+    buf.read(0, &mut code)?;
+    let expected = match kind {
+        SandboxKind::Native => function_library::Kind::Native,
+        SandboxKind::Wasm => function_library::Kind::Wasm,
+    };
+    let library = FunctionLibrary::inspect_as(&code, expected)?;
+    tracing::info!(
+        "Received {} bytes of {kind} code with functions {:?}",
+        code.len(),
+        library.functions()
+    );
+    Ok((code, library))
+}
+
+fn build_sandboxes(
+    pd: &rdmalib::ProtectionDomain,
+    code: &[u8],
+    library: &FunctionLibrary,
+    kind: SandboxKind,
+    layout: SlotLayout,
+    args: &Args,
+) -> Result<Vec<Box<dyn Sandbox>>> {
+    match kind {
+        SandboxKind::Native => {
+            let lib = NativeLibrary::load(code, library.functions())?;
+            (0..args.cores)
+                .map(|_| {
+                    Ok(Box::new(NativeSandbox::new(lib.clone(), pd, layout)?) as Box<dyn Sandbox>)
+                })
+                .collect()
+        }
+        SandboxKind::Wasm => bail!("the wasm sandbox is not built into this executor yet"),
+    }
+}
+
+/// Tells the client on every connection why the allocation failed.
+fn report_failure(
+    pd: &rdmalib::ProtectionDomain,
+    threads: &[(Connection, CompletionQueue)],
+    why: &str,
+) {
+    for (thread, (conn, cq)) in threads.iter().enumerate() {
+        let ready = ThreadReady {
+            result: Err(why.to_string()),
+            thread: thread as u16,
+            input_addr: 0,
+            input_rkey: 0,
+            slot_size: 0,
+            slot_count: 0,
+            function_count: 0,
+        };
+        if let Err(e) = send_message(pd, conn, cq, MessageKind::ThreadReady, &ready.encode()) {
+            tracing::warn!("could not tell the client why the allocation failed: {e:#}");
+        }
+    }
+}
+
+/// Sends a control message and waits until it is delivered.
+fn send_message(
+    pd: &rdmalib::ProtectionDomain,
+    conn: &Connection,
+    cq: &CompletionQueue,
+    kind: MessageKind,
+    payload: &[u8],
+) -> Result<()> {
+    let buf = pd.register(payload.len().max(1), Access::LOCAL_WRITE)?;
+    buf.write(0, payload)?;
+    conn.post_send(
+        u64::MAX - 1,
+        buf.sge(0, payload.len())?,
+        Some(kind as u32),
+        SendFlags::SIGNALED,
+    )?;
+    loop {
+        let wc = cq
+            .wait_one(Some(Duration::from_secs(10)))?
+            .context("the client did not take a control message")?;
+        if wc.wr_id == u64::MAX - 1 {
+            if !wc.is_ok() {
+                bail!("sending a control message failed: {:?}", wc.status);
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn pin_to_core(core: usize) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut set = CpuSet::new();
+    if set.set(core % cores).is_ok()
+        && sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).is_ok()
+    {
+        tracing::debug!("thread pinned to core {}", core % cores);
+    } else {
+        tracing::warn!("could not pin a thread to core {}", core % cores);
+    }
+}

@@ -47,9 +47,16 @@ impl Context {
             device.name,
             device.ip_address,
             kind,
-            if device.provider.is_none() { " (detected)" } else { "" }
+            if device.provider.is_none() {
+                " (detected)"
+            } else {
+                ""
+            }
         );
-        Ok(Context { device: device.clone(), inner })
+        Ok(Context {
+            device: device.clone(),
+            inner,
+        })
     }
 
     /// The device this context was opened on.
@@ -248,7 +255,10 @@ impl<'a> QpConfig<'a> {
 }
 
 /// [`QpConfig`] with the queues resolved to one provider's type.
-#[cfg_attr(not(feature = "verbs"), expect(dead_code, reason = "only verbs bounds its send queue"))]
+#[cfg_attr(
+    not(feature = "verbs"),
+    expect(dead_code, reason = "only verbs bounds its send queue")
+)]
 pub(crate) struct QpSpec<C> {
     pub send_cq: C,
     pub recv_cq: C,
@@ -392,13 +402,25 @@ impl Connection {
 
     /// Posts a two-sided send of `sge`, with immediate data if `imm` is set.
     #[inline]
-    pub fn post_send(&self, wr_id: u64, sge: Sge<'_>, imm: Option<u32>, flags: SendFlags) -> Result<()> {
+    pub fn post_send(
+        &self,
+        wr_id: u64,
+        sge: Sge<'_>,
+        imm: Option<u32>,
+        flags: SendFlags,
+    ) -> Result<()> {
         dispatch!(self, c => c.post_send(wr_id, sge.raw(), imm, flags))
     }
 
     /// Posts an RDMA write of `sge` to `remote`.
     #[inline]
-    pub fn post_write(&self, wr_id: u64, sge: Sge<'_>, remote: RemoteBuffer, flags: SendFlags) -> Result<()> {
+    pub fn post_write(
+        &self,
+        wr_id: u64,
+        sge: Sge<'_>,
+        remote: RemoteBuffer,
+        flags: SendFlags,
+    ) -> Result<()> {
         dispatch!(self, c => c.post_write(wr_id, sge.raw(), remote, None, flags))
     }
 
@@ -418,7 +440,14 @@ impl Connection {
 
     /// Posts an atomic fetch-and-add of `add` on the 8 bytes at `remote`; the old value lands
     /// in `sge`, which must be 8 bytes.
-    pub fn post_fetch_add(&self, wr_id: u64, sge: Sge<'_>, remote: RemoteBuffer, add: u64, flags: SendFlags) -> Result<()> {
+    pub fn post_fetch_add(
+        &self,
+        wr_id: u64,
+        sge: Sge<'_>,
+        remote: RemoteBuffer,
+        add: u64,
+        flags: SendFlags,
+    ) -> Result<()> {
         if sge.len() != 8 {
             return Err(Error::InvalidArgument(format!(
                 "fetch-and-add needs an 8-byte local buffer, got {} bytes",
@@ -484,9 +513,13 @@ impl Listener {
     /// Waits up to `timeout` (forever for `None`) for the next event.
     pub fn get_event(&self, timeout: Option<Duration>) -> Result<Option<CmEvent>> {
         Ok(match &self.0 {
-            ListenerImpl::Tcp(l) => l.get_event(timeout)?.map(|e| e.map(|r| ConnectRequest(ReqImpl::Tcp(r)))),
+            ListenerImpl::Tcp(l) => l
+                .get_event(timeout)?
+                .map(|e| e.map(|r| ConnectRequest(ReqImpl::Tcp(r)))),
             #[cfg(feature = "verbs")]
-            ListenerImpl::Verbs(l) => l.get_event(timeout)?.map(|e| e.map(|r| ConnectRequest(ReqImpl::Verbs(r)))),
+            ListenerImpl::Verbs(l) => l
+                .get_event(timeout)?
+                .map(|e| e.map(|r| ConnectRequest(ReqImpl::Verbs(r)))),
         })
     }
 
@@ -547,12 +580,21 @@ impl ConnectRequest {
 
     /// Accepts: creates the queue pair in `pd` and answers with `private_data` (at most
     /// [`MAX_ACCEPT_PRIVATE_DATA`] bytes).
-    pub fn accept(self, pd: &ProtectionDomain, qp: &QpConfig<'_>, private_data: &[u8]) -> Result<Connection> {
+    pub fn accept(
+        self,
+        pd: &ProtectionDomain,
+        qp: &QpConfig<'_>,
+        private_data: &[u8],
+    ) -> Result<Connection> {
         check_private_data(private_data, MAX_ACCEPT_PRIVATE_DATA, "accept")?;
         Ok(Connection(match (self.0, &pd.0) {
-            (ReqImpl::Tcp(r), PdImpl::Tcp(pd)) => ConnImpl::Tcp(r.accept(pd, &qp.tcp()?, private_data)?),
+            (ReqImpl::Tcp(r), PdImpl::Tcp(pd)) => {
+                ConnImpl::Tcp(r.accept(pd, &qp.tcp()?, private_data)?)
+            }
             #[cfg(feature = "verbs")]
-            (ReqImpl::Verbs(r), PdImpl::Verbs(pd)) => ConnImpl::Verbs(r.accept(pd, &qp.verbs()?, private_data)?),
+            (ReqImpl::Verbs(r), PdImpl::Verbs(pd)) => {
+                ConnImpl::Verbs(r.accept(pd, &qp.verbs()?, private_data)?)
+            }
             #[cfg(feature = "verbs")]
             _ => return Err(mixed_providers()),
         }))

@@ -90,7 +90,10 @@ impl DeviceDatabase {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!("cannot read device database {}: {e}", path.display()))
+            Error::Config(format!(
+                "cannot read device database {}: {e}",
+                path.display()
+            ))
         })?;
         Self::parse(&text)
             .map_err(|e| Error::Config(format!("device database {}: {e}", path.display())))
@@ -112,7 +115,11 @@ impl DeviceDatabase {
             let known: Vec<_> = self.devices.iter().map(|d| d.name.as_str()).collect();
             Error::Config(format!(
                 "device {name:?} is not in the device database (it has: {})",
-                if known.is_empty() { "no devices".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "no devices".to_string()
+                } else {
+                    known.join(", ")
+                }
             ))
         })
     }
@@ -149,14 +156,27 @@ mod tests {
     fn unknown_device_names_the_known_ones() {
         let db = DeviceDatabase::parse(SEED).unwrap();
         let err = db.get("mlx5_0").unwrap_err().to_string();
-        assert!(err.contains("\"mlx5_0\"") && err.contains("rocep61s0"), "{err}");
+        assert!(
+            err.contains("\"mlx5_0\"") && err.contains("rocep61s0"),
+            "{err}"
+        );
     }
 
     #[test]
     fn rejects_bad_json_and_bad_addresses() {
-        assert!(DeviceDatabase::parse("{").unwrap_err().to_string().contains("malformed JSON"));
+        assert!(
+            DeviceDatabase::parse("{")
+                .unwrap_err()
+                .to_string()
+                .contains("malformed JSON")
+        );
         let bad = SEED.replace("192.168.0.21", "not-an-ip");
-        assert!(DeviceDatabase::parse(&bad).unwrap_err().to_string().contains("not-an-ip"));
+        assert!(
+            DeviceDatabase::parse(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("not-an-ip")
+        );
         let provider = SEED.replace("\"port\"", "\"provider\":\"carrier-pigeon\",\"port\"");
         assert!(DeviceDatabase::parse(&provider).is_err());
     }

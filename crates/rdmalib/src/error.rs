@@ -17,7 +17,9 @@ pub enum Error {
         source: io::Error,
     },
     /// A verbs device was asked for but the host has none (or no RDMA kernel support).
-    #[error("no RDMA device {0:?} on this host (no RDMA kernel support or device absent); use the tcp provider")]
+    #[error(
+        "no RDMA device {0:?} on this host (no RDMA kernel support or device absent); use the tcp provider"
+    )]
     NoRdmaDevice(String),
     /// The device database could not be read or does not name the device.
     #[error("{0}")]
@@ -44,7 +46,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { what: what.into(), source }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
     }
 
     pub(crate) fn last_os(what: impl Into<String>) -> Self {

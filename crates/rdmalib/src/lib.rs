@@ -45,8 +45,8 @@ mod types;
 mod verbs;
 
 pub use context::{
-    CmEvent, CompletionQueue, ConnectRequest, Connection, Context, Listener, MAX_ACCEPT_PRIVATE_DATA,
-    MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA, QpConfig,
+    CmEvent, CompletionQueue, ConnectRequest, Connection, Context, Listener,
+    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA, QpConfig,
 };
 pub use device::{DeviceConfig, DeviceDatabase, ProviderKind};
 pub use error::{Error, Result};

@@ -42,7 +42,9 @@ impl Allocation {
             .map_err(|_| Error::InvalidArgument(format!("region of {len} bytes is too large")))?;
         // SAFETY: ftruncate on an fd we own.
         if unsafe { libc::ftruncate(memfd.as_raw_fd(), size) } != 0 {
-            return Err(Error::last_os(format!("sizing a memory region of {len} bytes")));
+            return Err(Error::last_os(format!(
+                "sizing a memory region of {len} bytes"
+            )));
         }
         // SAFETY: a new shared mapping of the memfd, which has exactly `len` bytes; we check
         // for MAP_FAILED before using the pointer.
@@ -57,10 +59,16 @@ impl Allocation {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(Error::last_os(format!("mapping a memory region of {len} bytes")));
+            return Err(Error::last_os(format!(
+                "mapping a memory region of {len} bytes"
+            )));
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns NULL on success");
-        Ok(Allocation { ptr, len, _memfd: memfd })
+        Ok(Allocation {
+            ptr,
+            len,
+            _memfd: memfd,
+        })
     }
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {

@@ -75,7 +75,15 @@ impl ProtectionDomain {
             #[cfg(feature = "verbs")]
             MrImpl::Verbs(mr) => (mr.lkey(), mr.rkey()),
         };
-        Ok(MemoryRegion { ptr, len, lkey, rkey, access, _registration: inner, _backing: None })
+        Ok(MemoryRegion {
+            ptr,
+            len,
+            lkey,
+            rkey,
+            access,
+            _registration: inner,
+            _backing: None,
+        })
     }
 }
 
@@ -145,13 +153,21 @@ impl MemoryRegion {
 
     /// The whole region as a remote buffer, to publish to a peer.
     pub fn remote(&self) -> RemoteBuffer {
-        RemoteBuffer { addr: self.addr(), rkey: self.rkey, len: self.len as u32 }
+        RemoteBuffer {
+            addr: self.addr(),
+            rkey: self.rkey,
+            len: self.len as u32,
+        }
     }
 
     /// A checked scatter-gather entry for `len` bytes at `offset`.
     pub fn sge(&self, offset: usize, len: usize) -> Result<Sge<'_>> {
         self.check(offset, len)?;
-        Ok(Sge { mr: self, offset: offset as u32, len: len as u32 })
+        Ok(Sge {
+            mr: self,
+            offset: offset as u32,
+            len: len as u32,
+        })
     }
 
     /// Copies `out.len()` bytes at `offset` out of the region.

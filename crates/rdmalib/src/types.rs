@@ -73,9 +73,17 @@ pub struct SendFlags {
 
 impl SendFlags {
     /// Signaled, not inline, not solicited.
-    pub const SIGNALED: SendFlags = SendFlags { signaled: true, inline: false, solicited: false };
+    pub const SIGNALED: SendFlags = SendFlags {
+        signaled: true,
+        inline: false,
+        solicited: false,
+    };
     /// No completion on success.
-    pub const UNSIGNALED: SendFlags = SendFlags { signaled: false, inline: false, solicited: false };
+    pub const UNSIGNALED: SendFlags = SendFlags {
+        signaled: false,
+        inline: false,
+        solicited: false,
+    };
 
     /// The same flags with `inline` set to `inline`.
     pub const fn with_inline(mut self, inline: bool) -> SendFlags {

@@ -37,12 +37,18 @@ pub(crate) struct ListenerShared {
 
 impl ListenerShared {
     pub(super) fn push(&self, event: Event<ConnectRequest>) {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).push_back(event);
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(event);
         self.doorbell.signal();
     }
 
     fn pop(&self) -> Option<Event<ConnectRequest>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
     }
 }
 
@@ -57,9 +63,14 @@ pub(crate) struct Listener {
 
 impl Listener {
     pub(super) fn bind(engine: Arc<Engine>, addr: SocketAddr) -> Result<Listener> {
-        let socket = TcpListener::bind(addr).map_err(|e| Error::io(format!("listen on {addr}"), e))?;
-        socket.set_nonblocking(true).map_err(|e| Error::io("making the listener non-blocking", e))?;
-        let local = socket.local_addr().map_err(|e| Error::io("listener address", e))?;
+        let socket =
+            TcpListener::bind(addr).map_err(|e| Error::io(format!("listen on {addr}"), e))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("making the listener non-blocking", e))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| Error::io("listener address", e))?;
         let shared = Arc::new(ListenerShared {
             events: Mutex::new(VecDeque::new()),
             doorbell: EventFd::new().map_err(|e| Error::io("eventfd for a listener", e))?,
@@ -71,7 +82,13 @@ impl Listener {
                 .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, 0))
                 .map_err(|e| Error::io("epoll_ctl for a listener", e.into()))?;
         }
-        Ok(Listener { socket, local, shared, readiness, engine })
+        Ok(Listener {
+            socket,
+            local,
+            shared,
+            readiness,
+            engine,
+        })
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
@@ -82,7 +99,10 @@ impl Listener {
         self.readiness.0.as_raw_fd()
     }
 
-    pub(crate) fn get_event(&self, timeout: Option<Duration>) -> Result<Option<Event<ConnectRequest>>> {
+    pub(crate) fn get_event(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Event<ConnectRequest>>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             self.shared.doorbell.drain();
@@ -114,11 +134,15 @@ impl Listener {
     fn read_request(&self, mut stream: TcpStream, peer: SocketAddr) -> Result<ConnectRequest> {
         let io_err = |e| Error::io(format!("connection request from {peer}"), e);
         stream.set_nonblocking(false).map_err(io_err)?;
-        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io_err)?;
+        stream
+            .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .map_err(io_err)?;
         let mut head = [0u8; 8];
         stream.read_exact(&mut head).map_err(io_err)?;
         if head[..4] != MAGIC {
-            return Err(Error::Protocol(format!("{peer} does not speak the rdmalib tcp protocol")));
+            return Err(Error::Protocol(format!(
+                "{peer} does not speak the rdmalib tcp protocol"
+            )));
         }
         let version = u16::from_le_bytes([head[4], head[5]]);
         if version != VERSION {
@@ -129,7 +153,9 @@ impl Listener {
         }
         let len = u16::from_le_bytes([head[6], head[7]]) as usize;
         if len > crate::MAX_CONNECT_PRIVATE_DATA {
-            return Err(Error::Protocol(format!("{peer} sent {len} bytes of private data")));
+            return Err(Error::Protocol(format!(
+                "{peer} sent {len} bytes of private data"
+            )));
         }
         let mut private_data = vec![0; len];
         stream.read_exact(&mut private_data).map_err(io_err)?;
@@ -170,7 +196,12 @@ impl ConnectRequest {
         self.peer
     }
 
-    pub(crate) fn accept(mut self, pd: &Arc<Pd>, qp: &QpSpec<Arc<Cq>>, private_data: &[u8]) -> Result<Connection> {
+    pub(crate) fn accept(
+        mut self,
+        pd: &Arc<Pd>,
+        qp: &QpSpec<Arc<Cq>>,
+        private_data: &[u8],
+    ) -> Result<Connection> {
         let mut stream = self.stream.take().ok_or(Error::NotConnected)?;
         reply(&mut stream, ACCEPT, private_data)
             .map_err(|e| Error::io(format!("accepting {}", self.peer), e))?;
@@ -209,9 +240,12 @@ pub(super) fn connect(
     timeout: Duration,
 ) -> Result<Connection> {
     let what = || format!("connect to {addr}");
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(what(), e))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(what(), e))?;
     stream.set_nodelay(true).map_err(|e| Error::io(what(), e))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| Error::io(what(), e))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| Error::io(what(), e))?;
     let mut msg = Vec::with_capacity(8 + private_data.len());
     msg.extend_from_slice(&MAGIC);
     msg.extend_from_slice(&VERSION.to_le_bytes());
@@ -219,20 +253,28 @@ pub(super) fn connect(
     msg.extend_from_slice(private_data);
     stream.write_all(&msg).map_err(|e| Error::io(what(), e))?;
     let mut head = [0u8; 9];
-    stream.read_exact(&mut head).map_err(|e| Error::io(format!("waiting for {addr} to answer"), e))?;
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| Error::io(format!("waiting for {addr} to answer"), e))?;
     if head[..4] != MAGIC {
-        return Err(Error::Protocol(format!("{addr} does not speak the rdmalib tcp protocol")));
+        return Err(Error::Protocol(format!(
+            "{addr} does not speak the rdmalib tcp protocol"
+        )));
     }
     let version = u16::from_le_bytes([head[4], head[5]]);
     let len = u16::from_le_bytes([head[7], head[8]]) as usize;
     let mut data = vec![0; len];
-    stream.read_exact(&mut data).map_err(|e| Error::io(format!("answer from {addr}"), e))?;
+    stream
+        .read_exact(&mut data)
+        .map_err(|e| Error::io(format!("answer from {addr}"), e))?;
     match head[6] {
         ACCEPT => Ok(Connection::new(Shared::new(stream, data, pd, qp, engine)?)),
         REJECT => Err(Error::Rejected { private_data: data }),
         BAD_VERSION => Err(Error::Protocol(format!(
             "{addr} speaks tcp-provider protocol version {version}, this build speaks {VERSION}"
         ))),
-        other => Err(Error::Protocol(format!("{addr} answered with unknown status {other}"))),
+        other => Err(Error::Protocol(format!(
+            "{addr} answered with unknown status {other}"
+        ))),
     }
 }

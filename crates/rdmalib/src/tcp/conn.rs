@@ -122,9 +122,15 @@ impl Shared {
         qp: &QpSpec<Arc<Cq>>,
         engine: &Arc<Engine>,
     ) -> Result<Arc<Shared>> {
-        let peer = stream.peer_addr().map_err(|e| Error::io("peer address of a new connection", e))?;
-        stream.set_nodelay(true).map_err(|e| Error::io("setting TCP_NODELAY", e))?;
-        stream.set_read_timeout(None).map_err(|e| Error::io("clearing the handshake timeout", e))?;
+        let peer = stream
+            .peer_addr()
+            .map_err(|e| Error::io("peer address of a new connection", e))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
+        stream
+            .set_read_timeout(None)
+            .map_err(|e| Error::io("clearing the handshake timeout", e))?;
         let shared = Arc::new(Shared {
             qp_num: NEXT_QP_NUM.fetch_add(1, Ordering::Relaxed),
             stream,
@@ -136,7 +142,12 @@ impl Shared {
             max_inline: qp.max_inline_data,
             background: qp.background_progress,
             state: AtomicU8::new(CONNECTED),
-            rx: Mutex::new(Rx { buf: vec![0; STAGING].into_boxed_slice(), start: 0, end: 0, current: None }),
+            rx: Mutex::new(Rx {
+                buf: vec![0; STAGING].into_boxed_slice(),
+                start: 0,
+                end: 0,
+                current: None,
+            }),
             tx: Mutex::new(()),
             recvs: Mutex::new(VecDeque::with_capacity(qp.max_recv_wr as usize)),
             atomics: Mutex::new(VecDeque::new()),
@@ -193,13 +204,19 @@ impl Shared {
         if !self.is_connected() {
             return;
         }
-        let Ok(mut rx) = self.rx.try_lock() else { return };
+        let Ok(mut rx) = self.rx.try_lock() else {
+            return;
+        };
         let outcome = self.drive(&mut rx);
         drop(rx);
         match outcome {
             Ok(()) => {}
             Err(Fault::Closed) => {
-                tracing::debug!("connection {} to {} closed by the peer", self.qp_num, self.peer);
+                tracing::debug!(
+                    "connection {} to {} closed by the peer",
+                    self.qp_num,
+                    self.peer
+                );
                 self.shutdown_pending.store(true, Ordering::Release);
                 self.break_connection();
             }
@@ -221,7 +238,11 @@ impl Shared {
             }
             Err(Fault::Pending) => {}
             Err(Fault::Garbage(op)) => {
-                tracing::warn!("connection {} from {}: unknown frame type {op}; closing it", self.qp_num, self.peer);
+                tracing::warn!(
+                    "connection {} from {}: unknown frame type {op}; closing it",
+                    self.qp_num,
+                    self.peer
+                );
                 self.shutdown_pending.store(true, Ordering::Release);
                 self.break_connection();
             }
@@ -295,10 +316,14 @@ impl Shared {
 
     /// Handles a frame header: checks the request and says where its payload goes.
     fn begin(&self, h: Header) -> Result<Begin, Fault> {
-        let Some(op) = h.op() else { return Err(Fault::Garbage(h.op)) };
+        let Some(op) = h.op() else {
+            return Err(Fault::Garbage(h.op));
+        };
         match op {
             Op::Send => {
-                let Some(recv) = lock(&self.recvs).pop_front() else { return Ok(Begin::Stall) };
+                let Some(recv) = lock(&self.recvs).pop_front() else {
+                    return Ok(Begin::Stall);
+                };
                 if h.len > recv.len {
                     let (theirs, ours) = (Status::RemoteInvalidRequest, Status::LocalLengthError);
                     return Err(self.violation(&h, theirs, ours, Some(recv)));
@@ -316,13 +341,24 @@ impl Shared {
                 if needs_recv && lock(&self.recvs).is_empty() {
                     return Ok(Begin::Stall);
                 }
-                let target = self.check_remote(h.rkey, h.addr, u64::from(h.len), Access::REMOTE_WRITE);
-                let recv = if needs_recv { lock(&self.recvs).pop_front() } else { None };
+                let target =
+                    self.check_remote(h.rkey, h.addr, u64::from(h.len), Access::REMOTE_WRITE);
+                let recv = if needs_recv {
+                    lock(&self.recvs).pop_front()
+                } else {
+                    None
+                };
                 let Some((region, dst)) = target else {
                     let status = Status::RemoteAccessError;
                     return Err(self.violation(&h, status, status, recv));
                 };
-                Ok(Begin::Payload(Incoming { header: h, dst, remaining: h.len as usize, region, recv }))
+                Ok(Begin::Payload(Incoming {
+                    header: h,
+                    dst,
+                    remaining: h.len as usize,
+                    region,
+                    recv,
+                }))
             }
             Op::FetchAdd => {
                 let old = self.fetch_add(&h).ok_or_else(|| {
@@ -340,7 +376,10 @@ impl Shared {
             }
             Op::Ack => {
                 let opcode = wire::opcode_from(h.orig);
-                self.send_cq.push(self.completion(h.wr_id, Status::Success, opcode, h.len), false);
+                self.send_cq.push(
+                    self.completion(h.wr_id, Status::Success, opcode, h.len),
+                    false,
+                );
                 Ok(Begin::Done)
             }
             Op::Nak => {
@@ -349,7 +388,8 @@ impl Shared {
                     lock(&self.atomics).pop_front();
                 }
                 let status = wire::status_from(h.status);
-                self.send_cq.push(self.completion(h.wr_id, status, opcode, 0), true);
+                self.send_cq
+                    .push(self.completion(h.wr_id, status, opcode, 0), true);
                 Err(Fault::Refused)
             }
             Op::AtomicResp => {
@@ -367,7 +407,14 @@ impl Shared {
     }
 
     fn completion(&self, wr_id: u64, status: Status, opcode: Opcode, byte_len: u32) -> Completion {
-        Completion { wr_id, status, opcode, byte_len, imm: None, qp_num: self.qp_num }
+        Completion {
+            wr_id,
+            status,
+            opcode,
+            byte_len,
+            imm: None,
+            qp_num: self.qp_num,
+        }
     }
 
     /// Runs a peer's fetch-and-add if its rights cover it; returns the old value.
@@ -389,8 +436,12 @@ impl Shared {
 
     /// Writes a fetch-and-add's old value into our local buffer, if it is still registered.
     fn store_atomic_result(&self, pending: &PendingAtomic, value: u64) -> Status {
-        let Some(region) = self.pd.lookup(pending.lkey) else { return Status::LocalProtectionError };
-        let Some(dst) = region.locate(pending.addr, 8) else { return Status::LocalProtectionError };
+        let Some(region) = self.pd.lookup(pending.lkey) else {
+            return Status::LocalProtectionError;
+        };
+        let Some(dst) = region.locate(pending.addr, 8) else {
+            return Status::LocalProtectionError;
+        };
         let alive = region.alive.read().unwrap_or_else(|p| p.into_inner());
         if !*alive {
             return Status::LocalProtectionError;
@@ -444,7 +495,11 @@ impl Shared {
         let h = inc.header;
         let is_send = h.op() == Some(Op::Send);
         if let Some(recv) = inc.recv {
-            let opcode = if is_send { Opcode::Recv } else { Opcode::RecvRdmaWithImm };
+            let opcode = if is_send {
+                Opcode::Recv
+            } else {
+                Opcode::RecvRdmaWithImm
+            };
             let mut wc = self.completion(recv.wr_id, Status::Success, opcode, h.len);
             wc.imm = h.has(FLAG_IMM).then_some(h.imm);
             self.recv_cq.push(wc, h.has(FLAG_SOLICITED));
@@ -468,8 +523,11 @@ impl Shared {
 
     /// Sends owed control frames if the socket is free; whoever holds it sends them otherwise.
     fn flush_ctrl(&self) {
-        while self.has_ctrl.load(Ordering::Acquire) || self.shutdown_pending.load(Ordering::Acquire) {
-            let Ok(guard) = self.tx.try_lock() else { return };
+        while self.has_ctrl.load(Ordering::Acquire) || self.shutdown_pending.load(Ordering::Acquire)
+        {
+            let Ok(guard) = self.tx.try_lock() else {
+                return;
+            };
             self.flush_ctrl_locked();
             drop(guard);
         }
@@ -483,7 +541,13 @@ impl Shared {
                 self.has_ctrl.store(false, Ordering::Release);
                 std::mem::take(&mut *ctrl)
             };
-            if self.send_all(&[RawIov { ptr: bytes.as_ptr(), len: bytes.len() }]).is_err() {
+            if self
+                .send_all(&[RawIov {
+                    ptr: bytes.as_ptr(),
+                    len: bytes.len(),
+                }])
+                .is_err()
+            {
                 break;
             }
         }
@@ -495,10 +559,22 @@ impl Shared {
     /// Writes all of `iov`, making receive progress while the socket is full so two peers
     /// that both send large payloads cannot block each other.
     fn send_all(&self, iov: &[RawIov]) -> io::Result<()> {
-        let mut pieces = [RawIov { ptr: std::ptr::null(), len: 0 }, RawIov { ptr: std::ptr::null(), len: 0 }];
+        let mut pieces = [
+            RawIov {
+                ptr: std::ptr::null(),
+                len: 0,
+            },
+            RawIov {
+                ptr: std::ptr::null(),
+                len: 0,
+            },
+        ];
         let mut count = 0;
         for p in iov.iter().filter(|p| p.len > 0).take(pieces.len()) {
-            pieces[count] = RawIov { ptr: p.ptr, len: p.len };
+            pieces[count] = RawIov {
+                ptr: p.ptr,
+                len: p.len,
+            };
             count += 1;
         }
         let mut first = 0;
@@ -537,15 +613,25 @@ impl Shared {
         let encoded = h.encode();
         let guard = lock(&self.tx);
         let sent = self.send_all(&[
-            RawIov { ptr: encoded.as_ptr(), len: HEADER_LEN },
-            RawIov { ptr: payload, len: payload_len },
+            RawIov {
+                ptr: encoded.as_ptr(),
+                len: HEADER_LEN,
+            },
+            RawIov {
+                ptr: payload,
+                len: payload_len,
+            },
         ]);
         if sent.is_ok() {
             self.flush_ctrl_locked();
         }
         drop(guard);
         if let Err(e) = sent {
-            tracing::debug!("connection {} to {}: send failed: {e}", self.qp_num, self.peer);
+            tracing::debug!(
+                "connection {} to {}: send failed: {e}",
+                self.qp_num,
+                self.peer
+            );
             self.break_connection();
             return Err(Error::NotConnected);
         }
@@ -560,7 +646,10 @@ impl Shared {
             return;
         }
         for recv in lock(&self.recvs).drain(..) {
-            self.recv_cq.push(self.completion(recv.wr_id, Status::WrFlushError, Opcode::Recv, 0), true);
+            self.recv_cq.push(
+                self.completion(recv.wr_id, Status::WrFlushError, Opcode::Recv, 0),
+                true,
+            );
         }
         for atomic in lock(&self.atomics).drain(..) {
             let wc = self.completion(atomic.wr_id, Status::WrFlushError, Opcode::FetchAdd, 0);
@@ -582,11 +671,19 @@ impl Shared {
             None
         } else {
             let region = self.pd.lookup(sge.lkey).ok_or_else(|| {
-                Error::InvalidArgument(format!("lkey {:#x} is not registered in this protection domain", sge.lkey))
+                Error::InvalidArgument(format!(
+                    "lkey {:#x} is not registered in this protection domain",
+                    sge.lkey
+                ))
             })?;
             Some(region)
         };
-        lock(&self.recvs).push_back(RecvWr { wr_id, addr: sge.addr, len: sge.len, region });
+        lock(&self.recvs).push_back(RecvWr {
+            wr_id,
+            addr: sge.addr,
+            len: sge.len,
+            region,
+        });
         Ok(())
     }
 
@@ -634,8 +731,14 @@ enum Begin {
 
 /// Lets `f` write up to `inc.remaining` bytes at `inc.dst` while the target region is kept
 /// registered, then advances `inc` by what `f` wrote.
-fn fill(inc: &mut Incoming, f: impl FnOnce(*mut u8, usize) -> io::Result<usize>) -> Result<usize, Fault> {
-    let alive = inc.region.as_ref().map(|r| r.alive.read().unwrap_or_else(|p| p.into_inner()));
+fn fill(
+    inc: &mut Incoming,
+    f: impl FnOnce(*mut u8, usize) -> io::Result<usize>,
+) -> Result<usize, Fault> {
+    let alive = inc
+        .region
+        .as_ref()
+        .map(|r| r.alive.read().unwrap_or_else(|p| p.into_inner()));
     if alive.as_ref().is_some_and(|a| !**a) {
         return Err(Fault::Closed);
     }
@@ -646,7 +749,12 @@ fn fill(inc: &mut Incoming, f: impl FnOnce(*mut u8, usize) -> io::Result<usize>)
             inc.remaining -= n;
             Ok(n)
         }
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
             Err(Fault::Pending)
         }
         Err(_) => Err(Fault::Closed),
@@ -682,7 +790,13 @@ impl Connection {
         self.0.post_recv(wr_id, sge)
     }
 
-    pub(crate) fn post_send(&self, wr_id: u64, sge: RawSge, imm: Option<u32>, flags: SendFlags) -> Result<()> {
+    pub(crate) fn post_send(
+        &self,
+        wr_id: u64,
+        sge: RawSge,
+        imm: Option<u32>,
+        flags: SendFlags,
+    ) -> Result<()> {
         self.0.check_inline(&sge, flags)?;
         let h = Header {
             op: Op::Send as u8,
@@ -747,7 +861,10 @@ impl Connection {
             signaled: flags.signaled,
         });
         let encoded = h.encode();
-        let sent = shared.send_all(&[RawIov { ptr: encoded.as_ptr(), len: HEADER_LEN }]);
+        let sent = shared.send_all(&[RawIov {
+            ptr: encoded.as_ptr(),
+            len: HEADER_LEN,
+        }]);
         drop(guard);
         if sent.is_err() {
             shared.break_connection();

@@ -78,7 +78,11 @@ impl Drop for Engine {
 
 fn flags(data: bool) -> EpollFlags {
     let base = EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
-    if data { base | EpollFlags::EPOLLIN } else { base }
+    if data {
+        base | EpollFlags::EPOLLIN
+    } else {
+        base
+    }
 }
 
 fn lock(m: &Registry) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<Shared>>> {
@@ -101,7 +105,9 @@ fn run(epoll: &Epoll, conns: &Registry) {
             if event.data() == STOP {
                 return;
             }
-            let conn = lock(conns).get(&(event.data() as u32)).and_then(Weak::upgrade);
+            let conn = lock(conns)
+                .get(&(event.data() as u32))
+                .and_then(Weak::upgrade);
             if let Some(conn) = conn {
                 conn.progress_background();
                 if conn.is_connected() {

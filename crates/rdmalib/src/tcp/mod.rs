@@ -44,11 +44,15 @@ pub(crate) struct Context {
 
 impl Context {
     pub(crate) fn open(_dev: &DeviceConfig) -> Result<Context> {
-        Ok(Context { engine: Engine::start()? })
+        Ok(Context {
+            engine: Engine::start()?,
+        })
     }
 
     pub(crate) fn alloc_pd(&self) -> Result<Arc<Pd>> {
-        Ok(Arc::new(Pd { regions: Mutex::new(HashMap::new()) }))
+        Ok(Arc::new(Pd {
+            regions: Mutex::new(HashMap::new()),
+        }))
     }
 
     pub(crate) fn create_cq(&self, capacity: u32) -> Result<Arc<Cq>> {
@@ -102,13 +106,22 @@ impl Region {
 
 impl Pd {
     fn lookup(&self, key: u32) -> Option<Arc<Region>> {
-        self.regions.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned()
+        self.regions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
     }
 
     /// # Safety
     ///
     /// See `ProtectionDomain::register_raw`: the range stays valid until the `Mr` is dropped.
-    pub(crate) unsafe fn register(self: &Arc<Self>, ptr: *mut u8, len: usize, access: Access) -> Result<Mr> {
+    pub(crate) unsafe fn register(
+        self: &Arc<Self>,
+        ptr: *mut u8,
+        len: usize,
+        access: Access,
+    ) -> Result<Mr> {
         let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
         let region = Arc::new(Region {
             addr: ptr as u64,
@@ -116,8 +129,15 @@ impl Pd {
             access,
             alive: RwLock::new(true),
         });
-        self.regions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, region.clone());
-        Ok(Mr { pd: self.clone(), key, region })
+        self.regions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, region.clone());
+        Ok(Mr {
+            pd: self.clone(),
+            key,
+            region,
+        })
     }
 }
 
@@ -139,7 +159,11 @@ impl Mr {
 
 impl Drop for Mr {
     fn drop(&mut self) {
-        self.pd.regions.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        self.pd
+            .regions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
         *self.region.alive.write().unwrap_or_else(|p| p.into_inner()) = false;
     }
 }
@@ -176,7 +200,11 @@ impl Cq {
     }
 
     pub(crate) fn req_notify(&self, solicited_only: bool) -> Result<()> {
-        let mode = if solicited_only { ARMED_SOLICITED } else { ARMED_ANY };
+        let mode = if solicited_only {
+            ARMED_SOLICITED
+        } else {
+            ARMED_ANY
+        };
         self.armed.store(mode, Ordering::SeqCst);
         let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
         for c in conns.iter().filter_map(Weak::upgrade) {
@@ -186,7 +214,9 @@ impl Cq {
     }
 
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.doorbell.wait(timeout).map_err(|e| Error::io("waiting on a completion channel", e))
+        self.doorbell
+            .wait(timeout)
+            .map_err(|e| Error::io("waiting on a completion channel", e))
     }
 
     pub(crate) fn fd(&self) -> RawFd {
@@ -194,7 +224,10 @@ impl Cq {
     }
 
     fn push(&self, wc: Completion, solicited: bool) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(wc);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(wc);
         let armed = self.armed.load(Ordering::SeqCst);
         if (armed == ARMED_ANY || (armed == ARMED_SOLICITED && solicited))
             && self

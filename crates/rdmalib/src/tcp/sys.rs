@@ -24,7 +24,11 @@ pub(super) struct RawIov {
 pub(super) unsafe fn recv_raw(fd: BorrowedFd<'_>, ptr: *mut u8, len: usize) -> io::Result<usize> {
     // SAFETY: the caller guarantees the destination range; recv writes at most `len` bytes.
     let n = unsafe { libc::recv(fd.as_raw_fd(), ptr.cast(), len, libc::MSG_DONTWAIT) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// Sends as much of `iov` as the socket takes without blocking; returns the bytes sent.
@@ -33,10 +37,16 @@ pub(super) unsafe fn recv_raw(fd: BorrowedFd<'_>, ptr: *mut u8, len: usize) -> i
 ///
 /// Every `ptr..ptr+len` in `iov` must be valid for reads for the duration of the call.
 pub(super) unsafe fn send_raw(fd: BorrowedFd<'_>, iov: &[RawIov]) -> io::Result<usize> {
-    let mut vecs = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 4];
+    let mut vecs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 4];
     let count = iov.len().min(vecs.len());
     for (v, piece) in vecs.iter_mut().zip(iov) {
-        *v = libc::iovec { iov_base: piece.ptr as *mut _, iov_len: piece.len };
+        *v = libc::iovec {
+            iov_base: piece.ptr as *mut _,
+            iov_len: piece.len,
+        };
     }
     // SAFETY: msghdr is plain data; all-zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -44,9 +54,17 @@ pub(super) unsafe fn send_raw(fd: BorrowedFd<'_>, iov: &[RawIov]) -> io::Result<
     msg.msg_iovlen = count as _;
     // SAFETY: msg points to `count` iovecs over ranges the caller guarantees readable.
     let n = unsafe {
-        libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
     };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// A non-blocking eventfd used as a doorbell.
@@ -95,7 +113,10 @@ impl EventFd {
 /// Waits until one of `fds` is readable (or hung up) or `timeout` passes.
 pub(super) fn wait_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> io::Result<bool> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
     let timeout = match timeout {
         None => PollTimeout::NONE,
         Some(t) => PollTimeout::try_from(t.as_millis().min(i32::MAX as u128) as i32)

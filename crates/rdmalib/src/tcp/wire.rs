@@ -178,7 +178,10 @@ mod tests {
         let d = Header::decode(&h.encode());
         assert_eq!(d.op(), Some(Op::Write));
         assert!(d.has(FLAG_IMM) && d.has(FLAG_SIGNALED) && !d.has(FLAG_SOLICITED));
-        assert_eq!((d.len, d.imm, d.rkey, d.addr, d.wr_id, d.value), (h.len, 7, 9, h.addr, u64::MAX, 42));
+        assert_eq!(
+            (d.len, d.imm, d.rkey, d.addr, d.wr_id, d.value),
+            (h.len, 7, 9, h.addr, u64::MAX, 42)
+        );
         assert_eq!(Header::decode(&[0xff; HEADER_LEN]).op(), None);
     }
 }

@@ -1,0 +1,119 @@
+//! What every benchmark client does first: read the seed's flags and files, take a lease,
+//! allocate an executor.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use rdmalib::{DeviceConfig, DeviceDatabase};
+use rfaas::config::{BenchmarkConfig, ExecutorsDatabase, load_json};
+use rfaas::{AllocationSpec, Executor, Lease};
+
+/// The flags the seed's benchmark clients share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Benchmark configuration (benchmark.json).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Device database (devices.json).
+    #[arg(long)]
+    pub device_database: PathBuf,
+    /// Executor servers to use without a resource manager (executors_database.json).
+    #[arg(long)]
+    pub executors_database: Option<PathBuf>,
+    /// The function library: a native .so or a wasm module (detected from its bytes).
+    #[arg(long)]
+    pub functions: PathBuf,
+    /// More logging (-v debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Loaded configuration of a benchmark client.
+pub struct Client {
+    /// `benchmark.json`.
+    pub config: BenchmarkConfig,
+    /// This side's device.
+    pub device: DeviceConfig,
+    /// The function library's bytes.
+    pub code: Vec<u8>,
+    executors: Option<ExecutorsDatabase>,
+}
+
+impl Client {
+    /// Reads the configuration, the device database and the function library.
+    pub fn load(args: &ClientArgs) -> Result<Client> {
+        let config: BenchmarkConfig = load_json(&args.config, "benchmark configuration")?;
+        let devices = DeviceDatabase::load(&args.device_database)?;
+        let device = devices.get_or_first(&config.config.rdma_device)?.clone();
+        let code = std::fs::read(&args.functions).with_context(|| {
+            format!(
+                "cannot read the function library {}",
+                args.functions.display()
+            )
+        })?;
+        let executors = match &args.executors_database {
+            Some(path) => Some(load_json(path, "executors database")?),
+            None => None,
+        };
+        Ok(Client {
+            config,
+            device,
+            code,
+            executors,
+        })
+    }
+
+    /// A lease for the configured cores and memory: from the executors database when given,
+    /// else from the resource manager in `benchmark.json`.
+    pub fn lease(&self) -> Result<Lease> {
+        let b = &self.config.benchmark;
+        match &self.executors {
+            Some(db) => Ok(Lease::from_database(db, b.numcores, b.memory)?),
+            None => {
+                let c = &self.config.config;
+                if c.resource_manager_address.is_empty() {
+                    bail!(
+                        "give --executors-database, or set resource_manager_address in the benchmark configuration"
+                    );
+                }
+                bail!(
+                    "leasing from the resource manager at {}:{} is not supported by this build; use --executors-database",
+                    c.resource_manager_address,
+                    c.resource_manager_port
+                )
+            }
+        }
+    }
+
+    /// The allocation the configuration describes, for payloads of up to `max_payload` bytes.
+    pub fn spec(&self, max_payload: u32, input_buf_count: u16) -> AllocationSpec {
+        let b = &self.config.benchmark;
+        AllocationSpec {
+            cores: b.numcores,
+            memory_mb: b.memory,
+            hot_timeout_ms: b.hot_timeout,
+            max_payload,
+            input_buf_count,
+            listen_port: self.config.config.rdma_device_port,
+            ..AllocationSpec::default()
+        }
+    }
+
+    /// Leases and allocates.
+    pub fn allocate(&self, max_payload: u32, input_buf_count: u16) -> Result<Executor> {
+        let lease = self.lease()?;
+        let spec = self.spec(max_payload, input_buf_count);
+        Executor::allocate(&self.device, &lease, &self.code, &spec).with_context(|| {
+            format!(
+                "allocating an executor on {} ({})",
+                lease.node, lease.address
+            )
+        })
+    }
+}
+
+/// Prints an error chain once, as every binary does on failure.
+pub fn report(program: &str, e: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("{program}: {e:#}");
+    std::process::ExitCode::FAILURE
+}

@@ -1,0 +1,315 @@
+//! The manager's event loop: connection requests and disconnects on the listener, allocation
+//! requests on the clients' shared receive queue, and executor processes to reap.
+
+use std::collections::HashMap;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use rdmalib::{
+    Access, CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, Listener,
+    MemoryRegion, Opcode, ProtectionDomain, QpConfig, SendFlags,
+};
+use rfaas::config::ExecutorManagerConfig;
+use rfaas::protocol::{
+    AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, MAX_MESSAGE_LEN,
+    MessageKind, ProtocolError, Role,
+};
+
+use crate::spawn::{Launcher, describe_exit};
+
+/// Receive slots per client connection.
+const CLIENT_SLOTS: usize = 4;
+
+struct Client {
+    conn: Connection,
+    /// `CLIENT_SLOTS` receive slots, then one send slot.
+    buf: MemoryRegion,
+}
+
+struct Allocation {
+    client_qp: u32,
+    child: Child,
+    started: Instant,
+}
+
+pub struct Manager {
+    // Field order: connections and regions go before the domain and the context.
+    clients: HashMap<u32, Client>,
+    allocations: HashMap<u32, Allocation>,
+    listener: Listener,
+    recv_cq: CompletionQueue,
+    send_cq: CompletionQueue,
+    launcher: Launcher,
+    use_docker: bool,
+    max_inline_data: u32,
+    next_allocation: u32,
+    pd: ProtectionDomain,
+    _ctx: Context,
+}
+
+impl Manager {
+    pub fn start(
+        device: &DeviceConfig,
+        config: &ExecutorManagerConfig,
+        launcher: Launcher,
+    ) -> Result<Manager> {
+        let ctx = Context::open(device)?;
+        let pd = ctx.alloc_pd()?;
+        let listener = ctx
+            .listen(config.config.rdma_device_port)
+            .with_context(|| format!("listening on device {}", device.name))?;
+        let addr = listener.local_addr();
+        tracing::info!("Listening on device {}, port {}", device.name, addr.port());
+        tracing::info!("Begin listening at {addr} and processing events!");
+        Ok(Manager {
+            clients: HashMap::new(),
+            allocations: HashMap::new(),
+            listener,
+            recv_cq: ctx.create_cq(1024)?,
+            send_cq: ctx.create_cq(1024)?,
+            launcher,
+            use_docker: config.executor.use_docker,
+            max_inline_data: device.max_inline_data,
+            next_allocation: 1,
+            pd,
+            _ctx: ctx,
+        })
+    }
+
+    pub fn run(mut self) -> Result<()> {
+        let mut wcs = [Completion::default(); 16];
+        while !rfaas::signals::shutdown_requested() {
+            if let Some(event) = self.listener.get_event(Some(Duration::from_millis(5)))? {
+                self.on_event(event);
+            }
+            let n = self.recv_cq.poll(&mut wcs)?;
+            for wc in &wcs[..n] {
+                self.on_message(wc);
+            }
+            while self.send_cq.poll(&mut wcs)? > 0 {}
+            self.reap();
+        }
+        tracing::info!(
+            "Shutting down: stopping {} executor(s)",
+            self.allocations.len()
+        );
+        for (id, mut alloc) in self.allocations.drain() {
+            let _ = alloc.child.kill();
+            let _ = alloc.child.wait();
+            tracing::debug!("stopped the executor of allocation {id}");
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: CmEvent) {
+        match event {
+            CmEvent::ConnectRequest(req) => {
+                let peer = req.peer_addr();
+                match Hello::decode(req.private_data()) {
+                    Ok(hello) if hello.role == Role::Client => match self.accept_client(req) {
+                        Ok(qp) => tracing::info!("Client {peer} connected (connection {qp})"),
+                        Err(e) => tracing::warn!("accepting client {peer} failed: {e:#}"),
+                    },
+                    Ok(hello) => {
+                        tracing::warn!(
+                            "rejected {peer}: a {:?} cannot connect to an executor manager",
+                            hello.role
+                        );
+                        let _ =
+                            req.reject(b"this is an executor manager; only clients connect here");
+                    }
+                    Err(e @ ProtocolError::Version { .. }) | Err(e @ ProtocolError::BadMagic) => {
+                        tracing::warn!("rejected {peer}: {e}");
+                        let _ = req.reject(e.to_string().as_bytes());
+                    }
+                    Err(e) => {
+                        tracing::warn!("rejected {peer}: {e}");
+                        let _ = req.reject(b"malformed connection request");
+                    }
+                }
+            }
+            CmEvent::Established { .. } => {}
+            CmEvent::Disconnected { qp_num } => {
+                if let Some(client) = self.clients.remove(&qp_num) {
+                    tracing::info!("Client {} disconnected", client.conn.peer_addr());
+                }
+            }
+        }
+    }
+
+    fn accept_client(&mut self, req: rdmalib::ConnectRequest) -> Result<u32> {
+        let qp = QpConfig::new(&self.send_cq, &self.recv_cq)
+            .max_inline_data(self.max_inline_data)
+            .max_recv_wr(CLIENT_SLOTS as u32);
+        let conn = req.accept(&self.pd, &qp, &[])?;
+        let buf = self
+            .pd
+            .register(MAX_MESSAGE_LEN * (CLIENT_SLOTS + 1), Access::LOCAL_WRITE)?;
+        for slot in 0..CLIENT_SLOTS {
+            conn.post_recv(
+                slot as u64,
+                buf.sge(slot * MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?,
+            )?;
+        }
+        let qp_num = conn.qp_num();
+        self.clients.insert(qp_num, Client { conn, buf });
+        Ok(qp_num)
+    }
+
+    fn on_message(&mut self, wc: &Completion) {
+        if !wc.is_ok() || wc.opcode != Opcode::Recv {
+            return;
+        }
+        let Some(client) = self.clients.get(&wc.qp_num) else {
+            return;
+        };
+        let offset = wc.wr_id as usize * MAX_MESSAGE_LEN;
+        let mut raw = vec![0; (wc.byte_len as usize).min(MAX_MESSAGE_LEN)];
+        if client.buf.read(offset, &mut raw).is_err() {
+            return;
+        }
+        if let Ok(sge) = client.buf.sge(offset, MAX_MESSAGE_LEN)
+            && let Err(e) = client.conn.post_recv(wc.wr_id, sge)
+        {
+            tracing::debug!("reposting a receive for {}: {e}", client.conn.peer_addr());
+        }
+        let peer = client.conn.peer_addr();
+        let response = match (
+            MessageKind::from_imm(wc.imm.unwrap_or(0)),
+            AllocationRequest::decode(&raw),
+        ) {
+            (Some(MessageKind::AllocationRequest), Ok(request)) => {
+                self.allocate(wc.qp_num, &request)
+            }
+            (kind, decoded) => {
+                let why = match decoded {
+                    Err(e) => e.to_string(),
+                    Ok(_) => format!("unexpected message {kind:?}"),
+                };
+                tracing::warn!("bad request from {peer}: {why}");
+                refuse(AllocationStatus::BadRequest, why)
+            }
+        };
+        self.send(
+            wc.qp_num,
+            MessageKind::AllocationResponse,
+            &response.encode(),
+        );
+    }
+
+    fn allocate(&mut self, client_qp: u32, request: &AllocationRequest) -> AllocationResponse {
+        if self.use_docker {
+            return refuse(
+                AllocationStatus::Unsupported,
+                "container executors are not supported; use the wasm sandbox".into(),
+            );
+        }
+        if request.cores == 0 || request.input_buf_count == 0 || request.code_size == 0 {
+            return refuse(
+                AllocationStatus::BadRequest,
+                format!(
+                    "an allocation needs cores, input buffers and code (got {} cores, {} buffers, {} bytes of code)",
+                    request.cores, request.input_buf_count, request.code_size
+                ),
+            );
+        }
+        let id = self.next_allocation;
+        self.next_allocation += 1;
+        match self.launcher.spawn(id, request) {
+            Ok(child) => {
+                tracing::info!(
+                    "Allocation {id}: {} {} core(s) for {}, executor pid {}",
+                    request.sandbox,
+                    request.cores,
+                    request.client,
+                    child.id()
+                );
+                self.allocations.insert(
+                    id,
+                    Allocation {
+                        client_qp,
+                        child,
+                        started: Instant::now(),
+                    },
+                );
+                AllocationResponse {
+                    status: AllocationStatus::Accepted,
+                    allocation_id: id,
+                    message: String::new(),
+                }
+            }
+            Err(e) => {
+                tracing::error!("allocation {id}: {e:#}");
+                refuse(AllocationStatus::SpawnFailed, format!("{e:#}"))
+            }
+        }
+    }
+
+    /// Collects executors that ended; tells the client when one died abnormally.
+    fn reap(&mut self) {
+        let mut ended = Vec::new();
+        for (id, alloc) in &mut self.allocations {
+            match alloc.child.try_wait() {
+                Ok(Some(status)) => ended.push((*id, status)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("waiting for the executor of allocation {id}: {e}"),
+            }
+        }
+        for (id, status) in ended {
+            let Some(alloc) = self.allocations.remove(&id) else {
+                continue;
+            };
+            let lifetime = alloc.started.elapsed();
+            if status.success() {
+                tracing::info!(
+                    "Executor of allocation {id} finished after {:.3} s",
+                    lifetime.as_secs_f64()
+                );
+                continue;
+            }
+            tracing::warn!(
+                "Executor of allocation {id} {} after {:.3} s",
+                describe_exit(status),
+                lifetime.as_secs_f64()
+            );
+            use std::os::unix::process::ExitStatusExt;
+            let exit = ExecutorExit {
+                allocation_id: id,
+                signal: status.signal(),
+                status: status.code().unwrap_or(-1),
+            };
+            self.send(alloc.client_qp, MessageKind::ExecutorExit, &exit.encode());
+        }
+    }
+
+    fn send(&self, client_qp: u32, kind: MessageKind, payload: &[u8]) {
+        let Some(client) = self.clients.get(&client_qp) else {
+            return;
+        };
+        let offset = CLIENT_SLOTS * MAX_MESSAGE_LEN;
+        let sent = client
+            .buf
+            .write(offset, payload)
+            .and_then(|()| client.buf.sge(offset, payload.len()))
+            .and_then(|sge| {
+                client
+                    .conn
+                    .post_send(0, sge, Some(kind as u32), SendFlags::UNSIGNALED)
+            });
+        if let Err(e) = sent {
+            tracing::warn!(
+                "could not send {kind:?} to {}: {e}",
+                client.conn.peer_addr()
+            );
+        }
+    }
+}
+
+fn refuse(status: AllocationStatus, message: String) -> AllocationResponse {
+    AllocationResponse {
+        status,
+        allocation_id: 0,
+        message,
+    }
+}

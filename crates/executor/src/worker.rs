@@ -1,0 +1,182 @@
+//! The loop of one executor thread: take an invocation from the receive queue, run it in
+//! place, write the result back. Hot (busy polling), warm (sleeping on the completion
+//! channel), or hot for `hot_timeout` ms of idleness and then warm.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use rdmalib::{Completion, CompletionQueue, Connection, Opcode, RemoteBuffer, SendFlags, Status};
+use rfaas::protocol::{
+    INPUT_HEADER_LEN, InputHeader, ReturnCode, parse_invocation_imm, result_imm,
+};
+
+use crate::sandbox::{Sandbox, SlotLayout};
+
+/// Every this many results one is signaled, so the send queue drains on every provider.
+const SIGNAL_EVERY: u64 = 32;
+
+/// What one thread did, for billing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WorkerStats {
+    /// Invocations served.
+    pub invocations: u64,
+    /// Time spent busy-polling, in ns.
+    pub hot_polling_ns: u64,
+    /// Time spent running functions, in ns.
+    pub execution_ns: u64,
+}
+
+/// Polling policy from the allocation's `hot_timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polling {
+    /// Always busy-poll (`-1`).
+    Hot,
+    /// Always sleep on the completion channel (`0`).
+    Warm,
+    /// Busy-poll until idle for this long, then sleep until the next invocation.
+    HotFor(Duration),
+}
+
+impl Polling {
+    /// The policy for a `hot_timeout` value.
+    pub fn from_hot_timeout(ms: i32) -> Polling {
+        match ms {
+            ..0 => Polling::Hot,
+            0 => Polling::Warm,
+            ms => Polling::HotFor(Duration::from_millis(ms as u64)),
+        }
+    }
+}
+
+pub struct Worker<S> {
+    pub thread: u16,
+    pub conn: Connection,
+    pub cq: CompletionQueue,
+    pub sandbox: S,
+    pub layout: SlotLayout,
+    pub polling: Polling,
+    /// Stop after this many invocations; 0 for no limit.
+    pub max_invocations: u64,
+}
+
+impl<S: Sandbox> Worker<S> {
+    /// Serves invocations until the client disconnects (or the cap is reached).
+    pub fn run(mut self) -> Result<WorkerStats> {
+        let mut stats = WorkerStats::default();
+        for slot in 0..self.layout.slot_count * 2 {
+            self.conn
+                .post_recv(slot as u64, self.sandbox.input().sge(0, 0)?)
+                .context("posting receives")?;
+        }
+        let mut wcs = [Completion::default(); 16];
+        let mut results_sent = 0u64;
+        let mut hot_since = Instant::now();
+        let mut last_work = hot_since;
+        loop {
+            let mut n = self.cq.poll(&mut wcs)?;
+            if n == 0 {
+                let sleep = match self.polling {
+                    Polling::Hot => false,
+                    Polling::Warm => true,
+                    Polling::HotFor(limit) => last_work.elapsed() >= limit,
+                };
+                if !sleep {
+                    continue;
+                }
+                stats.hot_polling_ns += hot_since.elapsed().as_nanos() as u64;
+                let Some(wc) = self.cq.wait_one(None)? else {
+                    continue;
+                };
+                wcs[0] = wc;
+                n = 1;
+                hot_since = Instant::now();
+            }
+            for wc in &wcs[..n] {
+                if wc.status != Status::Success {
+                    if wc.status != Status::WrFlushError {
+                        tracing::warn!("thread {}: completion failed: {:?}", self.thread, wc);
+                    }
+                    stats.hot_polling_ns += hot_since.elapsed().as_nanos() as u64;
+                    tracing::info!(
+                        "thread {}: client disconnected after {} invocations",
+                        self.thread,
+                        stats.invocations
+                    );
+                    return Ok(stats);
+                }
+                if wc.opcode != Opcode::RecvRdmaWithImm {
+                    continue;
+                }
+                self.conn
+                    .post_recv(wc.wr_id, self.sandbox.input().sge(0, 0)?)?;
+                let started = Instant::now();
+                let flags = SendFlags {
+                    signaled: results_sent % SIGNAL_EVERY == SIGNAL_EVERY - 1,
+                    ..SendFlags::UNSIGNALED
+                };
+                if self.serve(wc, flags)? {
+                    results_sent += 1;
+                }
+                let done = Instant::now();
+                stats.execution_ns += (done - started).as_nanos() as u64;
+                stats.invocations += 1;
+                last_work = done;
+                if self.max_invocations > 0 && stats.invocations >= self.max_invocations {
+                    tracing::info!(
+                        "thread {}: reached the cap of {} invocations",
+                        self.thread,
+                        self.max_invocations
+                    );
+                    stats.hot_polling_ns += hot_since.elapsed().as_nanos() as u64;
+                    return Ok(stats);
+                }
+            }
+        }
+    }
+
+    /// Runs one invocation and sends its result; `false` when no result could be sent.
+    #[inline]
+    fn serve(&mut self, wc: &Completion, flags: SendFlags) -> Result<bool> {
+        let (id, function, solicited) = parse_invocation_imm(wc.imm.unwrap_or(0));
+        let slot = id as usize % self.layout.slot_count;
+        let len = wc.byte_len as usize;
+        if len < INPUT_HEADER_LEN {
+            tracing::warn!(
+                "thread {}: invocation {id} has no input header ({len} bytes); dropped",
+                self.thread
+            );
+            return Ok(false);
+        }
+        let mut header = [0u8; INPUT_HEADER_LEN];
+        self.sandbox
+            .input()
+            .read(self.layout.input_offset(slot), &mut header)?;
+        let header = InputHeader::decode(&header);
+        let size = (len - INPUT_HEADER_LEN) as u32;
+        let (code, out_len) = match self.sandbox.invoke(function as usize, slot, size) {
+            Ok(n) if n as usize <= self.layout.max_payload => (ReturnCode::Success, n),
+            Ok(n) => {
+                tracing::warn!(
+                    "thread {}: function {function} returned {n} bytes, more than its output buffer",
+                    self.thread
+                );
+                (ReturnCode::OutputTooLarge, 0)
+            }
+            Err(code) => (code, 0),
+        };
+        let out = self
+            .sandbox
+            .output()
+            .sge(self.layout.output_offset(slot), out_len as usize)?;
+        let remote = RemoteBuffer {
+            addr: header.result_addr,
+            rkey: header.result_rkey,
+            len: out_len,
+        };
+        let flags = flags.with_solicited(solicited);
+        self.conn
+            .post_write_with_imm(wc.wr_id, out, remote, result_imm(id, code), flags)
+            .context("sending a result")?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,220 @@
+//! The seed's JSON files, with its field names: `executor_manager.json`, `benchmark.json`,
+//! `executors_database.json`, `resource_manager.json`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Reads and parses a JSON file; errors name the file and what it was expected to hold.
+pub fn load_json<T: DeserializeOwned>(path: impl AsRef<Path>, what: &str) -> anyhow::Result<T> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{what} {} is not valid", path.display()))
+}
+
+/// `executor_manager.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorManagerConfig {
+    /// Device and resource-manager settings.
+    pub config: ManagerSection,
+    /// How executors are run.
+    pub executor: ExecutorSection,
+}
+
+/// The `config` section of `executor_manager.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerSection {
+    /// Device name in the device database; empty picks the first device.
+    pub rdma_device: String,
+    /// Port clients connect to.
+    pub rdma_device_port: u16,
+    /// Name under which the resource manager knows this node.
+    #[serde(default = "default_node_name")]
+    pub node_name: String,
+    /// Resource manager address; empty when there is none.
+    #[serde(default)]
+    pub resource_manager_address: String,
+    /// Resource manager port.
+    #[serde(default)]
+    pub resource_manager_port: u16,
+    /// Secret shared with the resource manager.
+    #[serde(default)]
+    pub resource_manager_secret: u32,
+    /// Sleep on the completion channel instead of polling for control events.
+    #[serde(rename = "rdma-sleep", default = "yes")]
+    pub rdma_sleep: bool,
+}
+
+/// The `executor` section of `executor_manager.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSection {
+    /// Run executors in containers (not supported: use the wasm sandbox).
+    #[serde(default)]
+    pub use_docker: bool,
+    /// Optional cap on invocations per executor; absent or 0 means unlimited.
+    #[serde(default)]
+    pub repetitions: u64,
+    /// Invocations an executor runs before it starts measuring (kept for compatibility).
+    #[serde(default)]
+    pub warmup_iters: u64,
+    /// Pin each executor thread to a core.
+    #[serde(default)]
+    pub pin_threads: bool,
+}
+
+/// `benchmark.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkConfig {
+    /// Device and resource-manager settings.
+    pub config: ClientSection,
+    /// What to measure.
+    pub benchmark: BenchmarkSection,
+}
+
+/// The `config` section of `benchmark.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// Device name in the device database; empty picks the first device.
+    pub rdma_device: String,
+    /// Port the client listens on for its executors (0 picks a free one).
+    pub rdma_device_port: u16,
+    /// Resource manager address; empty when executors come from a database file.
+    #[serde(default)]
+    pub resource_manager_address: String,
+    /// Resource manager port.
+    #[serde(default)]
+    pub resource_manager_port: u16,
+}
+
+/// The `benchmark` section of `benchmark.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchmarkSection {
+    /// Pin the client's polling threads.
+    #[serde(default)]
+    pub pin_threads: bool,
+    /// Measured invocations.
+    pub repetitions: u64,
+    /// Invocations before measuring.
+    #[serde(default)]
+    pub warmup_repetitions: u64,
+    /// Cores to lease.
+    pub numcores: u16,
+    /// Memory to lease, in MiB.
+    pub memory: u32,
+    /// -1 always hot, 0 always warm, >0 ms of hot polling before sleeping.
+    pub hot_timeout: i32,
+}
+
+/// `executors_database.json`: executor managers to use without a resource manager.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorsDatabase {
+    /// The executor servers.
+    pub executors: Vec<ExecutorNode>,
+}
+
+/// One executor server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorNode {
+    /// Node name (the manager's `node_name`).
+    pub node: String,
+    /// Address of its executor manager.
+    pub address: String,
+    /// Port of its executor manager.
+    pub port: u16,
+    /// Cores it offers.
+    pub cores: u32,
+    /// Memory it offers, in MiB.
+    pub memory: u64,
+}
+
+/// `resource_manager.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceManagerConfig {
+    /// All settings.
+    pub config: ResourceManagerSection,
+}
+
+/// The `config` section of `resource_manager.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceManagerSection {
+    /// Device name; empty picks the first device.
+    pub rdma_device: String,
+    /// Port for executor managers and clients.
+    pub rdma_device_port: u16,
+    /// Address the HTTP interface binds.
+    pub http_network_address: String,
+    /// Port of the HTTP interface.
+    pub http_network_port: u16,
+    /// Threads serving RDMA connections.
+    #[serde(rename = "rdma-threads", default = "one")]
+    pub rdma_threads: u32,
+    /// Secret executor managers must present.
+    #[serde(rename = "rdma-secret", default)]
+    pub rdma_secret: u32,
+    /// Sleep on the completion channel instead of polling.
+    #[serde(rename = "rdma-sleep", default = "yes")]
+    pub rdma_sleep: bool,
+}
+
+fn default_node_name() -> String {
+    "exec-mgr-node".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> String {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/");
+        std::fs::read_to_string(format!("{dir}{name}")).unwrap()
+    }
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        let m: ExecutorManagerConfig =
+            serde_json::from_str(&shipped("executor_manager.json")).unwrap();
+        assert_eq!(
+            m.executor.repetitions, 0,
+            "the shipped config must not cap benchmarks"
+        );
+        let b: BenchmarkConfig = serde_json::from_str(&shipped("benchmark.json")).unwrap();
+        assert_eq!(b.benchmark.hot_timeout, -1);
+        let d: ExecutorsDatabase =
+            serde_json::from_str(&shipped("executors_database.json")).unwrap();
+        assert_eq!(d.executors[0].node, "exec-mgr-node");
+        let r: ResourceManagerConfig =
+            serde_json::from_str(&shipped("resource_manager.json")).unwrap();
+        assert_eq!(r.config.http_network_port, 5000);
+    }
+
+    #[test]
+    fn misspelled_fields_are_named() {
+        let err = serde_json::from_str::<ExecutorsDatabase>(
+            r#"{"executors":[{"node":"a","adress":"x"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("adress"), "{err}");
+    }
+}
