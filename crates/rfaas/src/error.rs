@@ -14,8 +14,8 @@ pub enum Error {
     /// A peer sent something the protocol does not allow.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    /// The function library cannot be used.
-    #[error("function library: {0}")]
+    /// The function library cannot be used (or has no such function).
+    #[error(transparent)]
     Code(#[from] function_library::Error),
     /// No executor server can take the request.
     #[error("{0}")]

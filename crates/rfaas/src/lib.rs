@@ -41,3 +41,4 @@ pub use executor::{
     AllocationSpec, AllocationTimes, Executor, FunctionId, Invocation, MAX_INPUT_BUFFERS,
 };
 pub use lease::Lease;
+pub use protocol::ReturnCode;

@@ -1,0 +1,429 @@
+//! The tutorial's first deployment with native functions, and what goes wrong in it.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rfaas::{AllocationSpec, Error, Executor, Lease, ReturnCode};
+
+use crate::harness::*;
+
+/// A seeded pseudo-random payload, so a wrong byte anywhere is caught.
+fn payload(size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn summary_line(stderr: &str) -> Option<(u64, f64, f64)> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("Executed ") && l.contains(" repetitions, avg "))?;
+    let rest = line.split("Executed ").nth(1)?;
+    let n = rest.split_whitespace().next()?.parse().ok()?;
+    let avg = rest
+        .split("avg ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let median = rest.split("median ").nth(1)?.trim().parse().ok()?;
+    Some((n, avg, median))
+}
+
+fn jq(filter: &str, args: &[&str], input: &std::path::Path, output: &std::path::Path) {
+    let out = Command::new("jq")
+        .args(args)
+        .arg(filter)
+        .arg(input)
+        .output()
+        .expect("jq is installed");
+    assert!(out.status.success(), "jq failed: {}", text(&out.stderr));
+    std::fs::write(output, out.stdout).unwrap();
+}
+
+/// The tutorial's commands as written: device file from tools/device_generator.sh, configs
+/// made with jq from config/, the manager with --skip-resource-manager and PATH set, then
+/// warm_benchmarker for 1 B, 4 KiB and 1 MiB; the result bytes must equal the input bytes.
+#[test]
+fn tutorial_warm_benchmark_native() {
+    let _serial = serial();
+    let dir = TempDir::new("tutorial");
+    let src = repo();
+    let devices = dir.path("server_devices.json");
+    let generated = Command::new(src.join("tools/device_generator.sh"))
+        .args(["-d", "lo", "-o", arg(&devices)])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "device_generator.sh: {}",
+        text(&generated.stderr)
+    );
+    let manager_config = dir.path("executor_manager.json");
+    jq(
+        ".config.rdma_device = $device",
+        &["--arg", "device", "lo"],
+        &src.join("config/executor_manager.json"),
+        &manager_config,
+    );
+    let executors = dir.path("executors_database.json");
+    jq(
+        ".executors[0].address = $address",
+        &["--arg", "address", "127.0.0.1"],
+        &src.join("config/executors_database.json"),
+        &executors,
+    );
+    let bench = dir.path("benchmark.json");
+    jq(
+        ".config.rdma_device = $device",
+        &["--arg", "device", "lo"],
+        &src.join("config/benchmark.json"),
+        &bench,
+    );
+
+    let mut manager = Manager::start(&manager_config, &devices, &["--skip-resource-manager"]);
+    assert_eq!(
+        manager.addr.port(),
+        10005,
+        "the shipped configuration's port"
+    );
+    assert!(
+        manager.log().contains("Listening on device lo, port 10005"),
+        "{}",
+        manager.log()
+    );
+
+    for (size, seed) in [(1usize, 7u64), (4096, 11), (1 << 20, 13)] {
+        let input = payload(size, seed);
+        let input_file = dir.path("input.bin");
+        let output_file = dir.path("output.bin");
+        std::fs::write(&input_file, &input).unwrap();
+        let size_arg = size.to_string();
+        let out = run(
+            "warm_benchmarker",
+            &[
+                "--config",
+                arg(&bench),
+                "--device-database",
+                arg(&devices),
+                "--name",
+                "empty",
+                "--functions",
+                arg(&native_library()),
+                "--executors-database",
+                arg(&executors),
+                "-s",
+                &size_arg,
+                "--input-file",
+                arg(&input_file),
+                "--output-file",
+                arg(&output_file),
+            ],
+        );
+        let stderr = text(&out.stderr);
+        assert!(
+            out.status.success(),
+            "warm_benchmarker -s {size} failed: {stderr}\nmanager: {}",
+            manager.log()
+        );
+        let (n, avg, median) =
+            summary_line(&stderr).unwrap_or_else(|| panic!("no summary line in {stderr}"));
+        assert_eq!(n, 100, "benchmark.json asks for 100 repetitions");
+        assert!(avg > 0.0 && median > 0.0, "{stderr}");
+        assert!(
+            text(&out.stdout).starts_with("Data: "),
+            "{}",
+            text(&out.stdout)
+        );
+        assert_eq!(
+            std::fs::read(&output_file).unwrap(),
+            input,
+            "result bytes differ from the input at {size} B"
+        );
+    }
+    assert!(manager.is_running(), "the manager keeps serving");
+}
+
+fn allocate(manager: &Manager, code: &[u8], spec: &AllocationSpec) -> rfaas::Result<Executor> {
+    let lease = Lease {
+        lease_id: 0,
+        node: "exec-mgr-node".into(),
+        address: manager.addr,
+        cores: spec.cores,
+        memory_mb: 512,
+    };
+    let device = rdmalib::DeviceDatabase::parse(
+        r#"{"devices":[{"name":"lo","ip_address":"127.0.0.1","port":0,"max_inline_data":0,"default_receive_buffer_size":32,"provider":"tcp"}]}"#,
+    )?
+    .devices
+    .remove(0);
+    Executor::allocate(&device, &lease, code, spec)
+}
+
+fn echo_once(executor: &Executor, fill: u8, size: usize) -> rfaas::Result<()> {
+    let empty = executor.function("empty")?;
+    let (input, output) = (executor.input_buffer(size)?, executor.output_buffer(size)?);
+    input.write(&vec![fill; size])?;
+    output.fill(0)?;
+    let len = executor.execute(empty, &input, size, &output)?;
+    assert_eq!(len as usize, size);
+    assert_eq!(output.to_vec(size)?, vec![fill; size]);
+    Ok(())
+}
+
+/// Hot (-1), warm (0), and hot for 20 ms then warm: calls before and after idle gaps longer
+/// than the timeout all return the right bytes.
+#[test]
+fn polling_modes_hot_warm_and_switching() {
+    let _serial = serial();
+    let dir = TempDir::new("polling");
+    let manager = local_manager(&dir);
+    let code = std::fs::read(native_library()).unwrap();
+    for hot_timeout_ms in [-1, 0, 20] {
+        let spec = AllocationSpec {
+            hot_timeout_ms,
+            max_payload: 256,
+            ..AllocationSpec::default()
+        };
+        let executor = allocate(&manager, &code, &spec).unwrap();
+        for round in 0..3u8 {
+            echo_once(&executor, round + 1, 200).unwrap();
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        executor.deallocate();
+    }
+}
+
+/// Two cores at once: parallel_invocations returns one result per core (warm polling, so
+/// two executor threads and the client do not starve each other on a two-core machine).
+#[test]
+fn two_cores_in_parallel() {
+    let _serial = serial();
+    let dir = TempDir::new("parallel");
+    let manager = local_manager(&dir);
+    let (bench, executors) = client_configs(&dir, &manager, 2, 0, 20);
+    let out = run(
+        "parallel_invocations",
+        &[
+            "--config",
+            arg(&bench),
+            "--device-database",
+            arg(&dir.path("devices.json")),
+            "--name",
+            "empty",
+            "--functions",
+            arg(&native_library()),
+            "--executors-database",
+            arg(&executors),
+            "-s",
+            "64",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "Data: 1 2",
+        "core i echoes bytes of value i+1"
+    );
+    assert!(
+        text(&out.stderr).contains("Executed 20 repetitions on 2 cores"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Blocking, asynchronous, mixed and two-buffer asynchronous calls, checked byte for byte.
+#[test]
+fn async_and_mixed_calls() {
+    let _serial = serial();
+    let dir = TempDir::new("async");
+    let manager = local_manager(&dir);
+    let (bench, executors) = client_configs(&dir, &manager, 1, -1, 10);
+    let out = run(
+        "api_walkthrough",
+        &[
+            "--config",
+            arg(&bench),
+            "--device-database",
+            arg(&dir.path("devices.json")),
+            "--functions",
+            arg(&native_library()),
+            "--executors-database",
+            arg(&executors),
+            "-s",
+            "1000",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for step in [
+        "blocking:",
+        "async:",
+        "mixed: blocking:",
+        "mixed: async:",
+        "two buffers: first:",
+        "two buffers: second:",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(step) && l.ends_with("equal to the input")),
+            "{step} missing in {stdout}"
+        );
+    }
+}
+
+/// A function name the library does not have: one clear error naming the available ones.
+#[test]
+fn unknown_function_name_is_a_clear_error() {
+    let _serial = serial();
+    let dir = TempDir::new("unknown");
+    let mut manager = local_manager(&dir);
+    let (bench, executors) = client_configs(&dir, &manager, 1, -1, 10);
+    let out = run(
+        "warm_benchmarker",
+        &[
+            "--config",
+            arg(&bench),
+            "--device-database",
+            arg(&dir.path("devices.json")),
+            "--name",
+            "nosuch",
+            "--functions",
+            arg(&native_library()),
+            "--executors-database",
+            arg(&executors),
+            "-s",
+            "1",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("nosuch")
+            && last.contains("available: crash, empty, oversize, pattern, sleep"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(manager.is_running());
+}
+
+/// A payload larger than the allocation's: refused at the client before anything is sent;
+/// a function that returns more than its output buffer: a defined error code from the
+/// executor. The executor serves the next call either way.
+#[test]
+fn oversized_payload_and_oversized_result() {
+    let _serial = serial();
+    let dir = TempDir::new("oversize");
+    let manager = local_manager(&dir);
+    let code = std::fs::read(native_library()).unwrap();
+    let spec = AllocationSpec {
+        max_payload: 64,
+        ..AllocationSpec::default()
+    };
+    let executor = allocate(&manager, &code, &spec).unwrap();
+    let empty = executor.function("empty").unwrap();
+    let (input, output) = (
+        executor.input_buffer(128).unwrap(),
+        executor.output_buffer(128).unwrap(),
+    );
+    match executor.execute(empty, &input, 128, &output) {
+        Err(Error::InvalidArgument(msg)) => assert!(
+            msg.contains("exceeds the allocation's max payload of 64"),
+            "{msg}"
+        ),
+        other => panic!("expected a payload error, got {other:?}"),
+    }
+    let oversize = executor.function("oversize").unwrap();
+    match executor.execute(oversize, &input, 8, &output) {
+        Err(Error::Invocation(ReturnCode::OutputTooLarge)) => {}
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+    echo_once(&executor, 9, 64).unwrap();
+}
+
+/// A native function that crashes takes its executor down: the client gets an error that
+/// says so (never a hang), and the manager serves the next client.
+#[test]
+fn crashing_function_is_an_error_and_the_manager_keeps_serving() {
+    let _serial = serial();
+    let dir = TempDir::new("crash");
+    let mut manager = local_manager(&dir);
+    let code = std::fs::read(native_library()).unwrap();
+    let executor = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
+    let crash = executor.function("crash").unwrap();
+    let (input, output) = (
+        executor.input_buffer(16).unwrap(),
+        executor.output_buffer(16).unwrap(),
+    );
+    match executor.execute(crash, &input, 16, &output) {
+        Err(Error::ExecutorLost(why)) => assert!(why.contains("was killed by signal"), "{why}"),
+        other => panic!("expected the executor to be lost, got {other:?}"),
+    }
+    assert!(matches!(
+        executor.execute(crash, &input, 16, &output),
+        Err(Error::ExecutorLost(_))
+    ));
+    drop(executor);
+    assert!(
+        manager.wait_for_log("was killed by signal", Duration::from_secs(5)),
+        "{}",
+        manager.log()
+    );
+    let next = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&next, 3, 32).unwrap();
+    assert!(manager.is_running());
+}
+
+/// A client killed in the middle of its lease: its executor notices and exits, the manager
+/// reaps it and serves the next client.
+#[test]
+fn client_that_disconnects_mid_lease() {
+    let _serial = serial();
+    let dir = TempDir::new("disconnect");
+    let manager = local_manager(&dir);
+    let (bench, executors) = client_configs(&dir, &manager, 1, -1, 100_000_000);
+    let mut client = Command::new(bin("warm_benchmarker"))
+        .args([
+            "--config",
+            arg(&bench),
+            "--device-database",
+            arg(&dir.path("devices.json")),
+            "--name",
+            "empty",
+            "--functions",
+            arg(&native_library()),
+            "--executors-database",
+            arg(&executors),
+            "-s",
+            "8",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        manager.wait_for_log("Allocation 1:", Duration::from_secs(10)),
+        "{}",
+        manager.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert!(
+        manager.wait_for_log("Executor of allocation 1 finished", Duration::from_secs(10)),
+        "{}",
+        manager.log()
+    );
+    let code = std::fs::read(native_library()).unwrap();
+    let next = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&next, 5, 8).unwrap();
+}
