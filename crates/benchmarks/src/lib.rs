@@ -1,1 +1,13 @@
-//! placeholder
+//! Benchmark clients of rFaaS-rs and the pieces they share.
+//!
+//! - [`stats`]: [`Samples`] of nanosecond timings (min, median, percentiles, mean) and a
+//!   [`CsvWriter`] for the raw rows behind every printed summary.
+//! - Binaries: `rdma_pingpong`, the raw RDMA baseline (write-with-immediate round trips between
+//!   two processes, in the manner of perftest's `ib_write_lat`), which the invocation
+//!   benchmarks are compared against.
+#![deny(missing_docs)]
+
+pub mod setup;
+pub mod stats;
+
+pub use stats::{CsvWriter, Samples, Summary};

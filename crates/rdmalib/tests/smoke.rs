@@ -28,16 +28,24 @@ fn write_with_imm_fetch_add_and_blocking_wait_in_one_process() {
         let pd = ctx.alloc_pd().unwrap();
         let cq = ctx.create_cq(16).unwrap();
         let mr = pd.register(4096, Access::ALL).unwrap();
-        let Some(CmEvent::ConnectRequest(req)) = listener.get_event(T).unwrap() else { panic!("no request") };
+        let Some(CmEvent::ConnectRequest(req)) = listener.get_event(T).unwrap() else {
+            panic!("no request")
+        };
         assert_eq!(req.private_data(), b"hi");
         let mut pdata = mr.addr().to_le_bytes().to_vec();
         pdata.extend_from_slice(&mr.rkey().to_le_bytes());
         let conn = req.accept(&pd, &QpConfig::new(&cq, &cq), &pdata).unwrap();
-        assert!(matches!(listener.get_event(T).unwrap(), Some(CmEvent::Established { .. })));
+        assert!(matches!(
+            listener.get_event(T).unwrap(),
+            Some(CmEvent::Established { .. })
+        ));
         conn.post_recv(7, mr.sge(0, 0).unwrap()).unwrap();
         // Blocking (warm) wait: armed channel, the engine thread makes the progress.
         let wc = cq.wait_one(T).unwrap().unwrap();
-        assert_eq!((wc.wr_id, wc.opcode, wc.imm, wc.byte_len), (7, Opcode::RecvRdmaWithImm, Some(99), 5));
+        assert_eq!(
+            (wc.wr_id, wc.opcode, wc.imm, wc.byte_len),
+            (7, Opcode::RecvRdmaWithImm, Some(99), 5)
+        );
         let mut b = [0u8; 5];
         mr.read(100, &mut b).unwrap();
         assert_eq!(&b, b"hello");
@@ -48,12 +56,17 @@ fn write_with_imm_fetch_add_and_blocking_wait_in_one_process() {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(counter.load(Ordering::SeqCst), 3);
-        assert!(matches!(listener.get_event(T).unwrap(), Some(CmEvent::Disconnected { .. })));
+        assert!(matches!(
+            listener.get_event(T).unwrap(),
+            Some(CmEvent::Disconnected { .. })
+        ));
     });
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(16).unwrap();
     let mr = pd.register(4096, Access::ALL).unwrap();
-    let conn = ctx.connect(&pd, addr, &QpConfig::new(&cq, &cq), b"hi").unwrap();
+    let conn = ctx
+        .connect(&pd, addr, &QpConfig::new(&cq, &cq), b"hi")
+        .unwrap();
     let p = conn.peer_private_data();
     let remote = RemoteBuffer {
         addr: u64::from_le_bytes(p[..8].try_into().unwrap()),
@@ -61,16 +74,43 @@ fn write_with_imm_fetch_add_and_blocking_wait_in_one_process() {
         len: 4096,
     };
     mr.write(0, b"hello").unwrap();
-    conn.post_write_with_imm(1, mr.sge(0, 5).unwrap(), remote.offset(100), 99, SendFlags::SIGNALED).unwrap();
+    conn.post_write_with_imm(
+        1,
+        mr.sge(0, 5).unwrap(),
+        remote.offset(100),
+        99,
+        SendFlags::SIGNALED,
+    )
+    .unwrap();
     let wc = cq.wait_one(T).unwrap().unwrap();
-    assert_eq!((wc.wr_id, wc.status, wc.opcode), (1, Status::Success, Opcode::Write));
-    conn.post_fetch_add(2, mr.sge(8, 8).unwrap(), remote.offset(1000), 1, SendFlags::SIGNALED).unwrap();
-    conn.post_fetch_add(3, mr.sge(16, 8).unwrap(), remote.offset(1000), 2, SendFlags::SIGNALED).unwrap();
+    assert_eq!(
+        (wc.wr_id, wc.status, wc.opcode),
+        (1, Status::Success, Opcode::Write)
+    );
+    conn.post_fetch_add(
+        2,
+        mr.sge(8, 8).unwrap(),
+        remote.offset(1000),
+        1,
+        SendFlags::SIGNALED,
+    )
+    .unwrap();
+    conn.post_fetch_add(
+        3,
+        mr.sge(16, 8).unwrap(),
+        remote.offset(1000),
+        2,
+        SendFlags::SIGNALED,
+    )
+    .unwrap();
     let mut got = vec![];
     while got.len() < 2 {
         got.push(cq.wait_one(T).unwrap().unwrap());
     }
-    assert_eq!((got[0].wr_id, got[0].opcode, got[1].wr_id), (2, Opcode::FetchAdd, 3));
+    assert_eq!(
+        (got[0].wr_id, got[0].opcode, got[1].wr_id),
+        (2, Opcode::FetchAdd, 3)
+    );
     let mut old = [0u8; 8];
     mr.read(16, &mut old).unwrap();
     assert_eq!(u64::from_ne_bytes(old), 1);

@@ -107,6 +107,8 @@ pub(super) struct Shared {
     ctrl: Mutex<Vec<u8>>,
     has_ctrl: AtomicBool,
     shutdown_pending: AtomicBool,
+    /// The next frame waits for a receive to be posted; `post_recv` resumes it.
+    stalled: AtomicBool,
     /// Set by every user-driven progress; the engine clears it and takes over connections
     /// that stay untouched.
     pub touched: AtomicBool,
@@ -154,6 +156,7 @@ impl Shared {
             ctrl: Mutex::new(Vec::new()),
             has_ctrl: AtomicBool::new(false),
             shutdown_pending: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
             touched: AtomicBool::new(true),
             listener: OnceLock::new(),
             engine: Arc::downgrade(engine),
@@ -178,9 +181,11 @@ impl Shared {
         self.state.load(Ordering::Acquire) == CONNECTED
     }
 
-    /// Whether the engine should watch this connection for incoming data.
+    /// Whether the engine should watch this connection for incoming data. Not while a frame
+    /// waits for a receive: the socket stays readable, and `post_recv` resumes the frame.
     pub(super) fn wants_background(&self) -> bool {
-        self.background || self.send_cq.is_armed() || self.recv_cq.is_armed()
+        !self.stalled.load(Ordering::Acquire)
+            && (self.background || self.send_cq.is_armed() || self.recv_cq.is_armed())
     }
 
     pub(super) fn arm_background(&self) {
@@ -284,7 +289,10 @@ impl Shared {
             } else if rx.end - rx.start >= HEADER_LEN {
                 let header = Header::decode(&rx.buf[rx.start..rx.start + HEADER_LEN]);
                 match self.begin(header)? {
-                    Begin::Stall => return Ok(()),
+                    Begin::Stall => {
+                        self.stalled.store(true, Ordering::Release);
+                        return Ok(());
+                    }
                     Begin::Done => rx.start += HEADER_LEN,
                     Begin::Payload(inc) => {
                         rx.start += HEADER_LEN;
@@ -596,6 +604,11 @@ impl Shared {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.progress_inner();
+                    // Once the connection is broken (say, the peer refused an earlier request)
+                    // the peer reads no more, so waiting for room could last forever.
+                    if !self.is_connected() {
+                        return Err(io::ErrorKind::NotConnected.into());
+                    }
                     sys::wait_writable(self.stream.as_fd(), Duration::from_millis(50));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

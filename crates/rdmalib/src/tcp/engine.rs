@@ -111,8 +111,16 @@ fn run(epoll: &Epoll, conns: &Registry) {
             if let Some(conn) = conn {
                 conn.progress_background();
                 if conn.is_connected() {
-                    let mut again = EpollEvent::new(flags(conn.wants_background()), event.data());
+                    let mut data = conn.wants_background();
+                    let mut again = EpollEvent::new(flags(data), event.data());
                     let _ = epoll.modify(conn.fd(), &mut again);
+                    // A `req_notify` between the check and the modify armed the watch and we
+                    // just disarmed it: look again (it sets its flag before it re-arms).
+                    if !data && conn.wants_background() {
+                        data = true;
+                        let mut again = EpollEvent::new(flags(data), event.data());
+                        let _ = epoll.modify(conn.fd(), &mut again);
+                    }
                 }
             }
         }

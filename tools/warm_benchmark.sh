@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The main job: the tutorial's warm benchmark against a local executor manager, for native
+# and wasm functions, with the raw write-with-immediate ping-pong of the same provider beside
+# it in the same run. Prints medians (round trips) and writes every sample as CSV.
+#
+# Usage: tools/warm_benchmark.sh [-s SIZES] [-r REPETITIONS] [-w WARMUPS] [-d DEVICE]
+#                                [-o OUT_DIR] [-b BUILD_DIR] [--no-build]
+#   -s  comma-separated payload sizes in bytes      (default 1,65536)
+#   -r  measured invocations per size               (default 10000)
+#   -w  warm-up invocations per size                (default 1000)
+#   -d  device from tools/device_generator.sh       (default lo)
+#   -o  where configs, logs and CSV files go        (default results)
+#   -b  build directory (tools/build.sh)            (default build)
+set -euo pipefail
+
+sizes=1,65536 reps=10000 warmups=1000 device=lo out=results build=build do_build=1
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -s) sizes=$2; shift ;;
+    -r) reps=$2; shift ;;
+    -w) warmups=$2; shift ;;
+    -d) device=$2; shift ;;
+    -o) out=$2; shift ;;
+    -b) build=$2; shift ;;
+    --no-build) do_build=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "warm_benchmark.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+[ "$do_build" = 1 ] && tools/build.sh "$build"
+mkdir -p "$out"
+build=$(cd "$build" && pwd) out=$(cd "$out" && pwd)
+
+echo "==> configuration in $out" >&2
+tools/device_generator.sh -d "$device" -o "$out/devices.json"
+address=$(jq -r '.devices[0].ip_address' "$out/devices.json")
+provider=$(jq -r '.devices[0].provider // "detected"' "$out/devices.json")
+jq --arg device "$device" '.config.rdma_device = $device' config/executor_manager.json > "$out/executor_manager.json"
+jq --arg address "$address" '.executors[0].address = $address' config/executors_database.json > "$out/executors_database.json"
+jq --arg device "$device" --argjson r "$reps" --argjson w "$warmups" \
+  '.config.rdma_device = $device | .benchmark.repetitions = $r | .benchmark.warmup_repetitions = $w' \
+  config/benchmark.json > "$out/benchmark.json"
+
+echo "==> starting the executor manager" >&2
+PATH="$build/bin:$PATH" "$build/bin/executor_manager" -c "$out/executor_manager.json" \
+  --device-database "$out/devices.json" --skip-resource-manager 2> "$out/executor_manager.log" &
+manager=$!
+trap 'kill $manager 2>/dev/null; wait $manager 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  grep -q "Begin listening at" "$out/executor_manager.log" && break
+  kill -0 $manager 2>/dev/null || { cat "$out/executor_manager.log" >&2; exit 1; }
+  sleep 0.1
+done
+grep -q "Begin listening at" "$out/executor_manager.log" || { echo "the manager did not start" >&2; exit 1; }
+
+# Median, in microseconds, of the round_trip_ns column of a CSV file.
+median_us() {
+  awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "round_trip_ns") c = i; next } { print $c }' "$1" \
+    | sort -n | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m / 1000 }'
+}
+
+bench() { # kind size library
+  "$build/benchmarks/warm_benchmarker" --config "$out/benchmark.json" --device-database "$out/devices.json" \
+    --name empty --functions "$3" --executors-database "$out/executors_database.json" -s "$2" \
+    --output-stats "$out/$1_$2.csv" 2>> "$out/warm_benchmarker.log" | sed "s/^/[$1 $2 B] /" >&2
+}
+
+rows=()
+for size in ${sizes//,/ }; do
+  echo "==> $size B: raw ping-pong, native, wasm" >&2
+  "$build/benchmarks/rdma_pingpong" --device-database "$out/devices.json" --name "$device" \
+    --repetitions "$reps" --warmup "$warmups" --sizes "$size" --output-stats "$out/raw_$size.csv" \
+    client --spawn-server >> "$out/rdma_pingpong.log" 2>&1
+  bench native "$size" "$build/examples/libfunctions.so"
+  bench wasm "$size" "$build/examples/functions.wasm"
+  raw=$(median_us "$out/raw_$size.csv") native=$(median_us "$out/native_$size.csv") wasm=$(median_us "$out/wasm_$size.csv")
+  rows+=("$(awk -v s="$size" -v r="$raw" -v n="$native" -v w="$wasm" \
+    'BEGIN { printf "%10d %14.3f %14.3f %14.3f %14.3f %14.3f", s, r, n, n - r, w, w - n }')")
+done
+
+echo
+echo "Warm benchmark of 'empty' on provider $provider, device $device ($address): medians of $reps round trips, usec"
+printf '%s\n' "--------------------------------------------------------------------------------------------"
+printf '%10s %14s %14s %14s %14s %14s\n' "#bytes" "raw_rtt" "native" "native-raw" "wasm" "wasm-native"
+printf '%s\n' "${rows[@]}"
+printf '%s\n' "--------------------------------------------------------------------------------------------"
+echo "CSV files and logs: $out"
