@@ -1,12 +1,17 @@
 //! What every benchmark client does first: read the seed's flags and files, take a lease,
 //! allocate an executor.
 
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use rdmalib::{DeviceConfig, DeviceDatabase};
 use rfaas::config::{BenchmarkConfig, ExecutorsDatabase, load_json};
 use rfaas::{AllocationSpec, Executor, Lease};
+
+/// How long the resource manager may take to grant a lease.
+const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The flags the seed's benchmark clients share.
 #[derive(clap::Args, Debug, Clone)]
@@ -76,11 +81,23 @@ impl Client {
                         "give --executors-database, or set resource_manager_address in the benchmark configuration"
                     );
                 }
-                bail!(
-                    "leasing from the resource manager at {}:{} is not supported by this build; use --executors-database",
-                    c.resource_manager_address,
-                    c.resource_manager_port
-                )
+                let address = (c.resource_manager_address.as_str(), c.resource_manager_port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .with_context(|| {
+                        format!(
+                            "resource_manager_address {:?} is not an address",
+                            c.resource_manager_address
+                        )
+                    })?;
+                Ok(Lease::from_resource_manager(
+                    &self.device,
+                    address,
+                    b.numcores,
+                    b.memory,
+                    LEASE_TIMEOUT,
+                )?)
             }
         }
     }

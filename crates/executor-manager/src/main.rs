@@ -2,6 +2,7 @@
 //! process per allocation, tracks and reaps them, and tells a client when its executor died.
 
 mod manager;
+mod resource_manager;
 mod spawn;
 
 use std::process::ExitCode;
@@ -60,5 +61,5 @@ fn run(args: &Args) -> Result<()> {
         args.verbose,
     )?;
     rfaas::signals::install_shutdown_handler();
-    manager::Manager::start(&device, &config, launcher)?.run()
+    manager::Manager::start(&device, &config, launcher, args.skip_resource_manager)?.run()
 }

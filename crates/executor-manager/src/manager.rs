@@ -12,14 +12,17 @@ use rdmalib::{
 };
 use rfaas::config::ExecutorManagerConfig;
 use rfaas::protocol::{
-    AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, MAX_MESSAGE_LEN,
-    MessageKind, ProtocolError, Role,
+    AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, LeaseClosed,
+    MAX_MESSAGE_LEN, MessageKind, ProtocolError, Role, billing,
 };
 
+use crate::resource_manager::ResourceManagerLink;
 use crate::spawn::{Launcher, describe_exit};
 
 /// Receive slots per client connection.
 const CLIENT_SLOTS: usize = 4;
+/// Accounting records (allocation id modulo this picks one).
+const RECORDS: usize = 1024;
 
 struct Client {
     conn: Connection,
@@ -29,8 +32,11 @@ struct Client {
 
 struct Allocation {
     client_qp: u32,
+    lease_id: u32,
     child: Child,
     started: Instant,
+    /// The executor's billing connection, kept until it exits.
+    billing: Option<Connection>,
 }
 
 pub struct Manager {
@@ -40,6 +46,11 @@ pub struct Manager {
     listener: Listener,
     recv_cq: CompletionQueue,
     send_cq: CompletionQueue,
+    /// Completion queue of the billing connections; never polled (background progress).
+    billing_cq: CompletionQueue,
+    /// The accounting records executors add their times into.
+    accounting: MemoryRegion,
+    resource_manager: Option<ResourceManagerLink>,
     launcher: Launcher,
     use_docker: bool,
     max_inline_data: u32,
@@ -53,6 +64,7 @@ impl Manager {
         device: &DeviceConfig,
         config: &ExecutorManagerConfig,
         launcher: Launcher,
+        skip_resource_manager: bool,
     ) -> Result<Manager> {
         let ctx = Context::open(device)?;
         let pd = ctx.alloc_pd()?;
@@ -61,6 +73,15 @@ impl Manager {
             .with_context(|| format!("listening on device {}", device.name))?;
         let addr = listener.local_addr();
         tracing::info!("Listening on device {}, port {}", device.name, addr.port());
+        let resource_manager = if skip_resource_manager {
+            None
+        } else {
+            Some(ResourceManagerLink::connect(&ctx, &pd, &config.config)?)
+        };
+        let accounting = pd.register(
+            RECORDS * billing::RECORD_LEN,
+            Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_ATOMIC,
+        )?;
         tracing::info!("Begin listening at {addr} and processing events!");
         Ok(Manager {
             clients: HashMap::new(),
@@ -68,6 +89,9 @@ impl Manager {
             listener,
             recv_cq: ctx.create_cq(1024)?,
             send_cq: ctx.create_cq(1024)?,
+            billing_cq: ctx.create_cq(64)?,
+            accounting,
+            resource_manager,
             launcher,
             use_docker: config.executor.use_docker,
             max_inline_data: device.max_inline_data,
@@ -88,6 +112,12 @@ impl Manager {
                 self.on_message(wc);
             }
             while self.send_cq.poll(&mut wcs)? > 0 {}
+            if let Some(link) = &mut self.resource_manager
+                && let Err(e) = link.poll()
+            {
+                tracing::error!("{e:#}; leases can no longer be checked or reported");
+                self.resource_manager = None;
+            }
             self.reap();
         }
         tracing::info!(
@@ -111,6 +141,9 @@ impl Manager {
                         Ok(qp) => tracing::info!("Client {peer} connected (connection {qp})"),
                         Err(e) => tracing::warn!("accepting client {peer} failed: {e:#}"),
                     },
+                    Ok(hello) if hello.role == Role::ExecutorBilling => {
+                        self.accept_billing(req, hello.allocation_id)
+                    }
                     Ok(hello) => {
                         tracing::warn!(
                             "rejected {peer}: a {:?} cannot connect to an executor manager",
@@ -155,6 +188,25 @@ impl Manager {
         let qp_num = conn.qp_num();
         self.clients.insert(qp_num, Client { conn, buf });
         Ok(qp_num)
+    }
+
+    /// An executor connects to add its times into its accounting record.
+    fn accept_billing(&mut self, req: rdmalib::ConnectRequest, allocation_id: u32) {
+        let Some(alloc) = self.allocations.get_mut(&allocation_id) else {
+            let _ = req.reject(b"unknown allocation");
+            return;
+        };
+        let record = self
+            .accounting
+            .remote()
+            .offset(record_offset(allocation_id) as u32);
+        let mut data = record.addr.to_le_bytes().to_vec();
+        data.extend_from_slice(&record.rkey.to_le_bytes());
+        let qp = QpConfig::new(&self.billing_cq, &self.billing_cq).background_progress(true);
+        match req.accept(&self.pd, &qp, &data) {
+            Ok(conn) => alloc.billing = Some(conn),
+            Err(e) => tracing::warn!("billing connection of allocation {allocation_id}: {e}"),
+        }
     }
 
     fn on_message(&mut self, wc: &Completion) {
@@ -214,9 +266,44 @@ impl Manager {
                 ),
             );
         }
+        if let Some(link) = &mut self.resource_manager {
+            match link.leases.get(&request.lease_id) {
+                Some(lease)
+                    if request.cores <= lease.cores && request.memory_mb <= lease.memory_mb =>
+                {
+                    link.leases.remove(&request.lease_id);
+                }
+                Some(lease) => {
+                    return refuse(
+                        AllocationStatus::BadRequest,
+                        format!(
+                            "lease {} is for {} core(s) and {} MiB; the request asks for {} and {}",
+                            request.lease_id,
+                            lease.cores,
+                            lease.memory_mb,
+                            request.cores,
+                            request.memory_mb
+                        ),
+                    );
+                }
+                None => {
+                    return refuse(
+                        AllocationStatus::UnknownLease,
+                        format!(
+                            "this manager knows no lease {}; ask the resource manager for one",
+                            request.lease_id
+                        ),
+                    );
+                }
+            }
+        }
         let id = self.next_allocation;
         self.next_allocation += 1;
-        match self.launcher.spawn(id, request) {
+        let offset = record_offset(id);
+        if let Err(e) = self.accounting.write(offset, &[0; billing::RECORD_LEN]) {
+            tracing::warn!("clearing the accounting record of allocation {id}: {e}");
+        }
+        match self.launcher.spawn(id, request, self.listener.local_addr()) {
             Ok(child) => {
                 tracing::info!(
                     "Allocation {id}: {} {} core(s) for {}, executor pid {}",
@@ -229,8 +316,10 @@ impl Manager {
                     id,
                     Allocation {
                         client_qp,
+                        lease_id: request.lease_id,
                         child,
                         started: Instant::now(),
+                        billing: None,
                     },
                 );
                 AllocationResponse {
@@ -261,25 +350,50 @@ impl Manager {
                 continue;
             };
             let lifetime = alloc.started.elapsed();
+            let closed = self.billing_of(id, alloc.lease_id, lifetime);
             if status.success() {
                 tracing::info!(
-                    "Executor of allocation {id} finished after {:.3} s",
+                    "Executor of allocation {id} finished after {:.3} s: {} invocations, hot polling {:.3} ms, execution {:.3} ms",
+                    lifetime.as_secs_f64(),
+                    closed.invocations,
+                    closed.hot_polling_ns as f64 / 1e6,
+                    closed.execution_ns as f64 / 1e6
+                );
+            } else {
+                tracing::warn!(
+                    "Executor of allocation {id} {} after {:.3} s",
+                    describe_exit(status),
                     lifetime.as_secs_f64()
                 );
-                continue;
+                use std::os::unix::process::ExitStatusExt;
+                let exit = ExecutorExit {
+                    allocation_id: id,
+                    signal: status.signal(),
+                    status: status.code().unwrap_or(-1),
+                };
+                self.send(alloc.client_qp, MessageKind::ExecutorExit, &exit.encode());
             }
-            tracing::warn!(
-                "Executor of allocation {id} {} after {:.3} s",
-                describe_exit(status),
-                lifetime.as_secs_f64()
-            );
-            use std::os::unix::process::ExitStatusExt;
-            let exit = ExecutorExit {
-                allocation_id: id,
-                signal: status.signal(),
-                status: status.code().unwrap_or(-1),
-            };
-            self.send(alloc.client_qp, MessageKind::ExecutorExit, &exit.encode());
+            if let (Some(link), true) = (&self.resource_manager, alloc.lease_id != 0)
+                && let Err(e) = link.close(closed)
+            {
+                tracing::error!("reporting the end of lease {}: {e:#}", alloc.lease_id);
+            }
+        }
+    }
+
+    /// What an allocation consumed: its lifetime and what its executor added into its record.
+    fn billing_of(&self, id: u32, lease_id: u32, lifetime: Duration) -> LeaseClosed {
+        let counter = |field: u32| {
+            self.accounting
+                .atomic_u64(record_offset(id) + field as usize)
+                .map_or(0, |c| c.load(std::sync::atomic::Ordering::SeqCst))
+        };
+        LeaseClosed {
+            lease_id,
+            allocation_ns: lifetime.as_nanos() as u64,
+            hot_polling_ns: counter(billing::HOT_POLLING_NS),
+            execution_ns: counter(billing::EXECUTION_NS),
+            invocations: counter(billing::INVOCATIONS),
         }
     }
 
@@ -304,6 +418,10 @@ impl Manager {
             );
         }
     }
+}
+
+fn record_offset(allocation_id: u32) -> usize {
+    allocation_id as usize % RECORDS * billing::RECORD_LEN
 }
 
 fn refuse(status: AllocationStatus, message: String) -> AllocationResponse {

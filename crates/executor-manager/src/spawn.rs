@@ -1,5 +1,6 @@
 //! Starting and reaping `executor` processes.
 
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
@@ -48,7 +49,12 @@ impl Launcher {
     }
 
     /// Starts the executor of one allocation (fork + exec).
-    pub fn spawn(&self, allocation_id: u32, request: &AllocationRequest) -> Result<Child> {
+    pub fn spawn(
+        &self,
+        allocation_id: u32,
+        request: &AllocationRequest,
+        manager: SocketAddr,
+    ) -> Result<Child> {
         let mut cmd = Command::new(&self.executor);
         cmd.arg("--device-database")
             .arg(&self.device_database)
@@ -62,7 +68,8 @@ impl Launcher {
             .args(["--sandbox", &request.sandbox.to_string()])
             .args(["--hot-timeout", &request.hot_timeout_ms.to_string()])
             .args(["--time-limit-ms", &request.time_limit_ms.to_string()])
-            .args(["--max-invocations", &self.max_invocations.to_string()]);
+            .args(["--max-invocations", &self.max_invocations.to_string()])
+            .args(["--manager", &manager.to_string()]);
         if self.pin_threads {
             cmd.arg("--pin-threads");
         }

@@ -2,8 +2,10 @@
 //! executor manager (or by hand, for debugging), it connects back to the client, receives the
 //! function library, publishes each thread's input buffer and serves invocations.
 
+mod billing;
 mod native;
 mod sandbox;
+mod wasm;
 mod worker;
 
 use std::net::SocketAddr;
@@ -65,6 +67,9 @@ struct Args {
     /// Stop each thread after this many invocations (0: serve until the client leaves).
     #[arg(long, default_value_t = 0)]
     max_invocations: u64,
+    /// The manager to report billing to (its listening address); none when started by hand.
+    #[arg(long)]
+    manager: Option<SocketAddr>,
     /// Pin thread i to core i.
     #[arg(long)]
     pin_threads: bool,
@@ -192,6 +197,11 @@ fn run(args: &Args) -> Result<()> {
         total.hot_polling_ns += stats.hot_polling_ns;
         total.execution_ns += stats.execution_ns;
     }
+    if let Some(manager) = args.manager
+        && let Err(e) = billing::report(&ctx, &pd, manager, args.allocation_id, &total)
+    {
+        tracing::warn!("billing was not reported: {e:#}");
+    }
     tracing::info!(
         "Allocation {} done: {} invocations, hot polling {:.3} ms, execution {:.3} ms",
         args.allocation_id,
@@ -253,7 +263,9 @@ fn build_sandboxes(
                 })
                 .collect()
         }
-        SandboxKind::Wasm => bail!("the wasm sandbox is not built into this executor yet"),
+        SandboxKind::Wasm => {
+            wasm::build_wasm_sandboxes(pd, code, library, layout, args.cores, args.time_limit_ms)
+        }
     }
 }
 

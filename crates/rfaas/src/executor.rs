@@ -208,7 +208,7 @@ impl Executor {
             )
             .map_err(|e| match e {
                 rdmalib::Error::Rejected { private_data } => {
-                    Error::Refused(String::from_utf8_lossy(&private_data).into_owned())
+                    Error::Refused(crate::protocol::private_text(&private_data))
                 }
                 other => Error::NoExecutor(format!(
                     "cannot reach the executor manager {} at {}: {other}",

@@ -58,3 +58,99 @@ impl Lease {
         })
     }
 }
+
+impl Lease {
+    /// Asks the resource manager at `resource_manager` for `cores` cores and `memory_mb` MiB.
+    /// The resource manager tells the chosen node's manager about the lease before it answers.
+    pub fn from_resource_manager(
+        device: &rdmalib::DeviceConfig,
+        resource_manager: SocketAddr,
+        cores: u16,
+        memory_mb: u32,
+        timeout: std::time::Duration,
+    ) -> Result<Lease> {
+        use crate::protocol::{
+            Hello, LeaseRequest, LeaseResponse, LeaseStatus, MAX_MESSAGE_LEN, MessageKind, Role,
+        };
+        use rdmalib::{Access, Context, Opcode, QpConfig, SendFlags};
+
+        let ctx = Context::open(device)?;
+        let pd = ctx.alloc_pd()?;
+        let cq = ctx.create_cq(8)?;
+        let buf = pd.register(2 * MAX_MESSAGE_LEN, Access::LOCAL_WRITE)?;
+        let hello = Hello {
+            role: Role::Client,
+            allocation_id: 0,
+            thread: 0,
+            secret: 0,
+        };
+        let conn = ctx
+            .connect(
+                &pd,
+                resource_manager,
+                &QpConfig::new(&cq, &cq).timeout(timeout),
+                &hello.encode(),
+            )
+            .map_err(|e| match e {
+                rdmalib::Error::Rejected { private_data } => Error::NoExecutor(format!(
+                    "the resource manager at {resource_manager} refused the connection: {}",
+                    crate::protocol::private_text(&private_data)
+                )),
+                other => Error::NoExecutor(format!(
+                    "cannot reach the resource manager at {resource_manager}: {other}"
+                )),
+            })?;
+        conn.post_recv(1, buf.sge(MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?)?;
+        let request = LeaseRequest { cores, memory_mb }.encode();
+        buf.write(0, &request)?;
+        conn.post_send(
+            0,
+            buf.sge(0, request.len())?,
+            Some(MessageKind::LeaseRequest as u32),
+            SendFlags::SIGNALED,
+        )?;
+        let deadline = std::time::Instant::now() + timeout;
+        let response = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let wc = cq.wait_one(Some(left))?.ok_or_else(|| {
+                Error::Timeout(format!(
+                    "the resource manager at {resource_manager} did not answer within {timeout:?}"
+                ))
+            })?;
+            if !wc.is_ok() {
+                return Err(Error::NoExecutor(format!(
+                    "the resource manager at {resource_manager} closed the connection"
+                )));
+            }
+            if wc.opcode == Opcode::Recv && wc.imm == Some(MessageKind::LeaseResponse as u32) {
+                let mut raw = vec![0; wc.byte_len as usize];
+                buf.read(MAX_MESSAGE_LEN, &mut raw)?;
+                break LeaseResponse::decode(&raw)?;
+            }
+        };
+        conn.disconnect();
+        match response.status {
+            LeaseStatus::Granted => {
+                tracing::info!(
+                    "Leased {} core(s) and {} MiB on {} ({}), lease {}",
+                    response.cores,
+                    response.memory_mb,
+                    response.node,
+                    response.manager,
+                    response.lease_id
+                );
+                Ok(Lease {
+                    lease_id: response.lease_id,
+                    node: response.node,
+                    address: response.manager,
+                    cores: response.cores,
+                    memory_mb: response.memory_mb,
+                })
+            }
+            LeaseStatus::NoResources | LeaseStatus::Failed => Err(Error::NoExecutor(format!(
+                "the resource manager cannot lease {cores} core(s) and {memory_mb} MiB: {}",
+                response.message
+            ))),
+        }
+    }
+}

@@ -272,6 +272,18 @@ pub enum MessageKind {
     ThreadReady = 4,
     /// [`ExecutorExit`], manager → client.
     ExecutorExit = 5,
+    /// [`NodeRegistration`], manager → resource manager.
+    NodeRegistration = 6,
+    /// [`LeaseRequest`], client → resource manager.
+    LeaseRequest = 7,
+    /// [`LeaseResponse`], resource manager → client.
+    LeaseResponse = 8,
+    /// [`LeaseNotice`], resource manager → manager.
+    LeaseNotice = 9,
+    /// [`LeaseAck`], manager → resource manager.
+    LeaseAck = 10,
+    /// [`LeaseClosed`], manager → resource manager.
+    LeaseClosed = 11,
 }
 
 impl MessageKind {
@@ -283,6 +295,12 @@ impl MessageKind {
             3 => MessageKind::Code,
             4 => MessageKind::ThreadReady,
             5 => MessageKind::ExecutorExit,
+            6 => MessageKind::NodeRegistration,
+            7 => MessageKind::LeaseRequest,
+            8 => MessageKind::LeaseResponse,
+            9 => MessageKind::LeaseNotice,
+            10 => MessageKind::LeaseAck,
+            11 => MessageKind::LeaseClosed,
             _ => return None,
         })
     }
@@ -543,6 +561,216 @@ impl fmt::Display for ExecutorExit {
             ),
         }
     }
+}
+
+/// An executor manager tells the resource manager which node it serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRegistration {
+    /// The manager's `node_name`.
+    pub node: String,
+}
+
+impl NodeRegistration {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.text(&self.node);
+        w.buf
+    }
+
+    /// Decodes the record.
+    pub fn decode(data: &[u8]) -> Result<Self, ProtocolError> {
+        Ok(NodeRegistration {
+            node: Reader::new(data, "node registration").text()?,
+        })
+    }
+}
+
+/// A client asks the resource manager for cores and memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// Cores wanted.
+    pub cores: u16,
+    /// Memory wanted, in MiB.
+    pub memory_mb: u32,
+}
+
+impl LeaseRequest {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u16(self.cores).u32(self.memory_mb);
+        w.buf
+    }
+
+    /// Decodes the record.
+    pub fn decode(data: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(data, "lease request");
+        Ok(LeaseRequest {
+            cores: r.u16()?,
+            memory_mb: r.u32()?,
+        })
+    }
+}
+
+/// Outcome of a lease request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LeaseStatus {
+    /// Granted; the response names the node.
+    Granted = 0,
+    /// No registered node has that many free cores and that much memory.
+    NoResources = 1,
+    /// The request is malformed or the node's manager did not confirm.
+    Failed = 2,
+}
+
+/// The resource manager's answer to a [`LeaseRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseResponse {
+    /// Outcome.
+    pub status: LeaseStatus,
+    /// The lease, presented to the executor manager in the allocation request.
+    pub lease_id: u32,
+    /// Node name.
+    pub node: String,
+    /// The node's executor manager.
+    pub manager: SocketAddr,
+    /// Leased cores.
+    pub cores: u16,
+    /// Leased memory in MiB.
+    pub memory_mb: u32,
+    /// Why the lease was refused.
+    pub message: String,
+}
+
+impl LeaseResponse {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(self.status as u8)
+            .u32(self.lease_id)
+            .addr(self.manager)
+            .u16(self.cores)
+            .u32(self.memory_mb);
+        w.text(&self.node).text(&self.message);
+        w.buf
+    }
+
+    /// Decodes the record.
+    pub fn decode(data: &[u8]) -> Result<Self, ProtocolError> {
+        const R: &str = "lease response";
+        let mut r = Reader::new(data, R);
+        let status = match r.u8()? {
+            0 => LeaseStatus::Granted,
+            1 => LeaseStatus::NoResources,
+            2 => LeaseStatus::Failed,
+            v => return Err(invalid(R, "status", v.into())),
+        };
+        let (lease_id, manager, cores, memory_mb) = (r.u32()?, r.addr()?, r.u16()?, r.u32()?);
+        Ok(LeaseResponse {
+            status,
+            lease_id,
+            manager,
+            cores,
+            memory_mb,
+            node: r.text()?,
+            message: r.text()?,
+        })
+    }
+}
+
+/// The resource manager tells a node's manager about a lease before the client arrives
+/// (and the manager answers with [`LeaseAck`], the same record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseNotice {
+    /// The lease.
+    pub lease_id: u32,
+    /// Leased cores.
+    pub cores: u16,
+    /// Leased memory in MiB.
+    pub memory_mb: u32,
+}
+
+/// A manager's confirmation that it knows a lease.
+pub type LeaseAck = LeaseNotice;
+
+impl LeaseNotice {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(self.lease_id).u16(self.cores).u32(self.memory_mb);
+        w.buf
+    }
+
+    /// Decodes the record.
+    pub fn decode(data: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(data, "lease notice");
+        Ok(LeaseNotice {
+            lease_id: r.u32()?,
+            cores: r.u16()?,
+            memory_mb: r.u32()?,
+        })
+    }
+}
+
+/// A manager reports a lease's end with its billing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseClosed {
+    /// The lease.
+    pub lease_id: u32,
+    /// From allocation to the executor's exit, in ns.
+    pub allocation_ns: u64,
+    /// Busy-polling time of all executor threads, in ns.
+    pub hot_polling_ns: u64,
+    /// Function execution time of all executor threads, in ns.
+    pub execution_ns: u64,
+    /// Invocations served.
+    pub invocations: u64,
+}
+
+impl LeaseClosed {
+    /// Encodes the record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(self.lease_id)
+            .u64(self.allocation_ns)
+            .u64(self.hot_polling_ns);
+        w.u64(self.execution_ns).u64(self.invocations);
+        w.buf
+    }
+
+    /// Decodes the record.
+    pub fn decode(data: &[u8]) -> Result<Self, ProtocolError> {
+        let mut r = Reader::new(data, "lease closed");
+        Ok(LeaseClosed {
+            lease_id: r.u32()?,
+            allocation_ns: r.u64()?,
+            hot_polling_ns: r.u64()?,
+            execution_ns: r.u64()?,
+            invocations: r.u64()?,
+        })
+    }
+}
+
+/// The accounting record an executor adds its times into with fetch-and-add: three
+/// little-endian u64 counters at the address the manager publishes when accepting the
+/// executor's billing connection (private data: `u64 addr, u32 rkey`).
+pub mod billing {
+    /// Offset of the hot-polling nanoseconds.
+    pub const HOT_POLLING_NS: u32 = 0;
+    /// Offset of the execution nanoseconds.
+    pub const EXECUTION_NS: u32 = 8;
+    /// Offset of the invocation count.
+    pub const INVOCATIONS: u32 = 16;
+    /// Bytes per record (a cache line's half, to keep records apart).
+    pub const RECORD_LEN: usize = 32;
+}
+
+/// Private data as text: RDMA transports pad it with zeros, which are cut off here.
+pub fn private_text(data: &[u8]) -> String {
+    let end = data.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&data[..end]).into_owned()
 }
 
 fn invalid(record: &'static str, field: &'static str, value: u64) -> ProtocolError {

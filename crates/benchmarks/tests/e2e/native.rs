@@ -424,6 +424,7 @@ fn client_that_disconnects_mid_lease() {
         manager.log()
     );
     let code = std::fs::read(native_library()).unwrap();
-    let next = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
+    let next = allocate(&manager, &code, &AllocationSpec::default())
+        .unwrap_or_else(|e| panic!("{e}; manager log:\n{}", manager.log()));
     echo_once(&next, 5, 8).unwrap();
 }

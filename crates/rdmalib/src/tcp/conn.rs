@@ -53,6 +53,30 @@ struct PendingAtomic {
     signaled: bool,
 }
 
+/// A send or write-with-immediate that arrived before a receive was posted for it. In RDMA
+/// the peer would retry (RNR); here the frame is taken off the stream at once, so responses
+/// behind it in the same stream are never held up, and its completion waits for a receive.
+struct Unmatched {
+    is_send: bool,
+    imm: Option<u32>,
+    len: u32,
+    solicited: bool,
+    /// The payload of a send (a write's payload is already in place).
+    payload: Option<Vec<u8>>,
+}
+
+/// Posted receives and arrivals waiting for one; at most one of the two queues is non-empty.
+#[derive(Default)]
+struct Receives {
+    posted: VecDeque<RecvWr>,
+    unmatched: VecDeque<Unmatched>,
+    unmatched_bytes: usize,
+}
+
+/// Limits on what a peer may send ahead of our receives.
+const MAX_UNMATCHED: usize = 4096;
+const MAX_UNMATCHED_BYTES: usize = 64 << 20;
+
 /// A frame whose payload is being received.
 struct Incoming {
     header: Header,
@@ -60,6 +84,8 @@ struct Incoming {
     remaining: usize,
     region: Option<Arc<Region>>,
     recv: Option<RecvWr>,
+    /// Where a send's payload goes when no receive was posted for it.
+    heap: Option<Vec<u8>>,
 }
 
 // SAFETY: as for `RecvWr`: `dst` is only written through under `region`'s `alive` lock.
@@ -100,15 +126,15 @@ pub(super) struct Shared {
     rx: Mutex<Rx>,
     /// Serialises whole frames on the socket.
     tx: Mutex<()>,
-    recvs: Mutex<VecDeque<RecvWr>>,
+    receives: Mutex<Receives>,
+    /// Signaled requests waiting for the peer's ack, in posting order.
+    outstanding: Mutex<VecDeque<(u64, Opcode)>>,
     atomics: Mutex<VecDeque<PendingAtomic>>,
     /// Frames the receive path owes the peer (acks, naks, atomic responses), sent by whoever
     /// holds `tx` next.
     ctrl: Mutex<Vec<u8>>,
     has_ctrl: AtomicBool,
     shutdown_pending: AtomicBool,
-    /// The next frame waits for a receive to be posted; `post_recv` resumes it.
-    stalled: AtomicBool,
     /// Set by every user-driven progress; the engine clears it and takes over connections
     /// that stay untouched.
     pub touched: AtomicBool,
@@ -151,12 +177,12 @@ impl Shared {
                 current: None,
             }),
             tx: Mutex::new(()),
-            recvs: Mutex::new(VecDeque::with_capacity(qp.max_recv_wr as usize)),
+            receives: Mutex::new(Receives::default()),
+            outstanding: Mutex::new(VecDeque::new()),
             atomics: Mutex::new(VecDeque::new()),
             ctrl: Mutex::new(Vec::new()),
             has_ctrl: AtomicBool::new(false),
             shutdown_pending: AtomicBool::new(false),
-            stalled: AtomicBool::new(false),
             touched: AtomicBool::new(true),
             listener: OnceLock::new(),
             engine: Arc::downgrade(engine),
@@ -181,11 +207,9 @@ impl Shared {
         self.state.load(Ordering::Acquire) == CONNECTED
     }
 
-    /// Whether the engine should watch this connection for incoming data. Not while a frame
-    /// waits for a receive: the socket stays readable, and `post_recv` resumes the frame.
+    /// Whether the engine should watch this connection for incoming data.
     pub(super) fn wants_background(&self) -> bool {
-        !self.stalled.load(Ordering::Acquire)
-            && (self.background || self.send_cq.is_armed() || self.recv_cq.is_armed())
+        self.background || self.send_cq.is_armed() || self.recv_cq.is_armed()
     }
 
     pub(super) fn arm_background(&self) {
@@ -289,10 +313,6 @@ impl Shared {
             } else if rx.end - rx.start >= HEADER_LEN {
                 let header = Header::decode(&rx.buf[rx.start..rx.start + HEADER_LEN]);
                 match self.begin(header)? {
-                    Begin::Stall => {
-                        self.stalled.store(true, Ordering::Release);
-                        return Ok(());
-                    }
                     Begin::Done => rx.start += HEADER_LEN,
                     Begin::Payload(inc) => {
                         rx.start += HEADER_LEN;
@@ -329,30 +349,41 @@ impl Shared {
         };
         match op {
             Op::Send => {
-                let Some(recv) = lock(&self.recvs).pop_front() else {
-                    return Ok(Begin::Stall);
-                };
-                if h.len > recv.len {
-                    let (theirs, ours) = (Status::RemoteInvalidRequest, Status::LocalLengthError);
-                    return Err(self.violation(&h, theirs, ours, Some(recv)));
+                let recv = self.take_posted();
+                if let Some(recv) = recv {
+                    if h.len > recv.len {
+                        let (theirs, ours) =
+                            (Status::RemoteInvalidRequest, Status::LocalLengthError);
+                        return Err(self.violation(&h, theirs, ours, Some(recv)));
+                    }
+                    return Ok(Begin::Payload(Incoming {
+                        header: h,
+                        dst: recv.addr,
+                        remaining: h.len as usize,
+                        region: recv.region.clone(),
+                        recv: Some(recv),
+                        heap: None,
+                    }));
                 }
+                if !self.may_hold(h.len as usize) {
+                    let status = Status::RemoteInvalidRequest;
+                    return Err(self.violation(&h, status, status, None));
+                }
+                let mut heap = vec![0u8; h.len as usize];
                 Ok(Begin::Payload(Incoming {
                     header: h,
-                    dst: recv.addr,
+                    dst: heap.as_mut_ptr(),
                     remaining: h.len as usize,
-                    region: recv.region.clone(),
-                    recv: Some(recv),
+                    region: None,
+                    recv: None,
+                    heap: Some(heap),
                 }))
             }
             Op::Write => {
-                let needs_recv = h.has(FLAG_IMM);
-                if needs_recv && lock(&self.recvs).is_empty() {
-                    return Ok(Begin::Stall);
-                }
                 let target =
                     self.check_remote(h.rkey, h.addr, u64::from(h.len), Access::REMOTE_WRITE);
-                let recv = if needs_recv {
-                    lock(&self.recvs).pop_front()
+                let recv = if h.has(FLAG_IMM) {
+                    self.take_posted()
                 } else {
                     None
                 };
@@ -360,12 +391,17 @@ impl Shared {
                     let status = Status::RemoteAccessError;
                     return Err(self.violation(&h, status, status, recv));
                 };
+                if h.has(FLAG_IMM) && recv.is_none() && !self.may_hold(0) {
+                    let status = Status::RemoteInvalidRequest;
+                    return Err(self.violation(&h, status, status, None));
+                }
                 Ok(Begin::Payload(Incoming {
                     header: h,
                     dst,
                     remaining: h.len as usize,
                     region,
                     recv,
+                    heap: None,
                 }))
             }
             Op::FetchAdd => {
@@ -383,7 +419,7 @@ impl Shared {
                 Ok(Begin::Done)
             }
             Op::Ack => {
-                let opcode = wire::opcode_from(h.orig);
+                let opcode = self.settle(h.wr_id).unwrap_or(wire::opcode_from(h.orig));
                 self.send_cq.push(
                     self.completion(h.wr_id, Status::Success, opcode, h.len),
                     false,
@@ -394,6 +430,8 @@ impl Shared {
                 let opcode = wire::opcode_from(h.orig);
                 if opcode == Opcode::FetchAdd {
                     lock(&self.atomics).pop_front();
+                } else {
+                    self.settle(h.wr_id);
                 }
                 let status = wire::status_from(h.status);
                 self.send_cq
@@ -498,19 +536,37 @@ impl Shared {
         }
     }
 
-    /// A frame's payload has fully arrived: complete the receive it consumed and ack it.
+    /// A frame's payload has fully arrived: complete the receive it consumed (or keep it until
+    /// one is posted) and ack it.
     fn finish(&self, inc: Incoming) {
         let h = inc.header;
         let is_send = h.op() == Some(Op::Send);
-        if let Some(recv) = inc.recv {
-            let opcode = if is_send {
-                Opcode::Recv
-            } else {
-                Opcode::RecvRdmaWithImm
+        if is_send || h.has(FLAG_IMM) {
+            let arrival = Unmatched {
+                is_send,
+                imm: h.has(FLAG_IMM).then_some(h.imm),
+                len: h.len,
+                solicited: h.has(FLAG_SOLICITED),
+                payload: inc.heap,
             };
-            let mut wc = self.completion(recv.wr_id, Status::Success, opcode, h.len);
-            wc.imm = h.has(FLAG_IMM).then_some(h.imm);
-            self.recv_cq.push(wc, h.has(FLAG_SOLICITED));
+            match inc.recv {
+                Some(recv) => self.complete_recv(recv, arrival, false),
+                None => {
+                    // A receive may have been posted while the payload arrived.
+                    let mut receives = lock(&self.receives);
+                    match receives.posted.pop_front() {
+                        Some(recv) => {
+                            drop(receives);
+                            self.complete_recv(recv, arrival, true);
+                        }
+                        None => {
+                            receives.unmatched_bytes +=
+                                arrival.payload.as_ref().map_or(0, Vec::len);
+                            receives.unmatched.push_back(arrival);
+                        }
+                    }
+                }
+            }
         }
         if h.has(FLAG_SIGNALED) {
             let orig = if is_send { Opcode::Send } else { Opcode::Write };
@@ -524,7 +580,64 @@ impl Shared {
         }
     }
 
+    /// Completes `recv` with `arrival`; a send's payload that waited on the heap is copied
+    /// into the receive buffer (`copy`), if it fits.
+    fn complete_recv(&self, recv: RecvWr, arrival: Unmatched, copy: bool) {
+        let opcode = if arrival.is_send {
+            Opcode::Recv
+        } else {
+            Opcode::RecvRdmaWithImm
+        };
+        let mut status = Status::Success;
+        if copy && let Some(payload) = &arrival.payload {
+            status = Status::LocalLengthError;
+            if payload.len() <= recv.len as usize
+                && let Some(region) = &recv.region
+            {
+                let alive = region.alive.read().unwrap_or_else(|p| p.into_inner());
+                if *alive {
+                    // SAFETY: the receive buffer has `recv.len >= payload.len()` bytes inside a
+                    // region that stays registered while we hold `alive`.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(payload.as_ptr(), recv.addr, payload.len())
+                    };
+                    status = Status::Success;
+                }
+            } else if payload.is_empty() {
+                status = Status::Success;
+            }
+        }
+        let mut wc = self.completion(recv.wr_id, status, opcode, arrival.len);
+        wc.imm = arrival.imm;
+        self.recv_cq.push(wc, arrival.solicited);
+    }
+
+    /// The oldest posted receive, unless arrivals are already waiting for one (order).
+    fn take_posted(&self) -> Option<RecvWr> {
+        let mut receives = lock(&self.receives);
+        if receives.unmatched.is_empty() {
+            receives.posted.pop_front()
+        } else {
+            None
+        }
+    }
+
+    /// Whether one more unmatched arrival of `len` bytes stays within the limits.
+    fn may_hold(&self, len: usize) -> bool {
+        let receives = lock(&self.receives);
+        receives.unmatched.len() < MAX_UNMATCHED
+            && receives.unmatched_bytes + len <= MAX_UNMATCHED_BYTES
+    }
+
+    /// Removes the ack-awaiting request `wr_id`; returns its opcode.
+    fn settle(&self, wr_id: u64) -> Option<Opcode> {
+        let mut outstanding = lock(&self.outstanding);
+        let at = outstanding.iter().position(|(id, _)| *id == wr_id)?;
+        outstanding.remove(at).map(|(_, op)| op)
+    }
+
     fn queue_ctrl(&self, h: &Header) {
+        tracing::trace!(qp = self.qp_num, op = h.op, wr_id = h.wr_id, "queue ctrl");
         lock(&self.ctrl).extend_from_slice(&h.encode());
         self.has_ctrl.store(true, Ordering::Release);
     }
@@ -534,6 +647,7 @@ impl Shared {
         while self.has_ctrl.load(Ordering::Acquire) || self.shutdown_pending.load(Ordering::Acquire)
         {
             let Ok(guard) = self.tx.try_lock() else {
+                tracing::trace!(qp = self.qp_num, "flush ctrl: tx busy");
                 return;
             };
             self.flush_ctrl_locked();
@@ -549,6 +663,7 @@ impl Shared {
                 self.has_ctrl.store(false, Ordering::Release);
                 std::mem::take(&mut *ctrl)
             };
+            tracing::trace!(qp = self.qp_num, bytes = bytes.len(), "flush ctrl");
             if self
                 .send_all(&[RawIov {
                     ptr: bytes.as_ptr(),
@@ -625,6 +740,15 @@ impl Shared {
         }
         let encoded = h.encode();
         let guard = lock(&self.tx);
+        // Registered before the frame leaves, so an ack that comes back at once finds it.
+        if h.has(FLAG_SIGNALED) {
+            let opcode = if h.op() == Some(Op::Send) {
+                Opcode::Send
+            } else {
+                Opcode::Write
+            };
+            lock(&self.outstanding).push_back((h.wr_id, opcode));
+        }
         let sent = self.send_all(&[
             RawIov {
                 ptr: encoded.as_ptr(),
@@ -640,6 +764,8 @@ impl Shared {
         }
         drop(guard);
         if let Err(e) = sent {
+            // The post fails; its request must not also be flushed as a completion.
+            self.settle(h.wr_id);
             tracing::debug!(
                 "connection {} to {}: send failed: {e}",
                 self.qp_num,
@@ -658,7 +784,18 @@ impl Shared {
         if self.state.swap(BROKEN, Ordering::AcqRel) == BROKEN {
             return;
         }
-        for recv in lock(&self.recvs).drain(..) {
+        let posted: Vec<RecvWr> = {
+            let mut receives = lock(&self.receives);
+            receives.unmatched.clear();
+            receives.posted.drain(..).collect()
+        };
+        for (wr_id, opcode) in lock(&self.outstanding).drain(..) {
+            self.send_cq.push(
+                self.completion(wr_id, Status::WrFlushError, opcode, 0),
+                true,
+            );
+        }
+        for recv in posted {
             self.recv_cq.push(
                 self.completion(recv.wr_id, Status::WrFlushError, Opcode::Recv, 0),
                 true,
@@ -691,12 +828,21 @@ impl Shared {
             })?;
             Some(region)
         };
-        lock(&self.recvs).push_back(RecvWr {
+        let recv = RecvWr {
             wr_id,
             addr: sge.addr,
             len: sge.len,
             region,
-        });
+        };
+        let mut receives = lock(&self.receives);
+        match receives.unmatched.pop_front() {
+            Some(arrival) => {
+                receives.unmatched_bytes -= arrival.payload.as_ref().map_or(0, Vec::len);
+                drop(receives);
+                self.complete_recv(recv, arrival, true);
+            }
+            None => receives.posted.push_back(recv),
+        }
         Ok(())
     }
 
@@ -734,8 +880,6 @@ impl Drop for Shared {
 }
 
 enum Begin {
-    /// The frame needs a posted receive and none is posted: wait (the peer's sends back up).
-    Stall,
     /// The frame was handled entirely.
     Done,
     /// The frame's payload goes to this target.

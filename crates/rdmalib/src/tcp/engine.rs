@@ -59,6 +59,7 @@ impl Engine {
 
     /// Re-arms the watch on `conn`, for incoming data too when `data` is set.
     pub(super) fn watch(&self, conn: &Shared, data: bool) {
+        tracing::trace!(qp = conn.qp_num, data, "watch");
         let mut event = EpollEvent::new(flags(data), u64::from(conn.qp_num));
         let _ = self.epoll.modify(conn.fd(), &mut event);
     }
@@ -108,10 +109,12 @@ fn run(epoll: &Epoll, conns: &Registry) {
             let conn = lock(conns)
                 .get(&(event.data() as u32))
                 .and_then(Weak::upgrade);
+            tracing::trace!(qp = event.data(), events = ?event.events(), "engine event");
             if let Some(conn) = conn {
                 conn.progress_background();
                 if conn.is_connected() {
                     let mut data = conn.wants_background();
+                    tracing::trace!(qp = conn.qp_num, data, "engine re-arm");
                     let mut again = EpollEvent::new(flags(data), event.data());
                     let _ = epoll.modify(conn.fd(), &mut again);
                     // A `req_notify` between the check and the modify armed the watch and we

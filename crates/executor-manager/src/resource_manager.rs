@@ -1,0 +1,205 @@
+//! The manager's link to the resource manager: registration with the shared secret, lease
+//! notices (acknowledged before the resource manager answers the client), closed leases with
+//! their billing.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use rdmalib::{
+    Access, Completion, CompletionQueue, Connection, Context, MemoryRegion, Opcode,
+    ProtectionDomain, QpConfig, SendFlags,
+};
+use rfaas::config::ManagerSection;
+use rfaas::protocol::{
+    Hello, LeaseAck, LeaseClosed, LeaseNotice, MAX_MESSAGE_LEN, MessageKind, NodeRegistration, Role,
+};
+
+/// Receive slots on the link.
+const SLOTS: usize = 8;
+/// A lease nobody allocates within this time is returned to the pool.
+pub const UNUSED_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A lease the resource manager announced.
+pub struct KnownLease {
+    pub cores: u16,
+    pub memory_mb: u32,
+    pub announced: Instant,
+}
+
+pub struct ResourceManagerLink {
+    conn: Connection,
+    send_cq: CompletionQueue,
+    recv_cq: CompletionQueue,
+    /// `SLOTS` receive slots, then one send slot.
+    buf: MemoryRegion,
+    pub leases: HashMap<u32, KnownLease>,
+    address: SocketAddr,
+}
+
+impl ResourceManagerLink {
+    /// Connects with the shared secret and registers `node_name`.
+    pub fn connect(
+        ctx: &Context,
+        pd: &ProtectionDomain,
+        config: &ManagerSection,
+    ) -> Result<ResourceManagerLink> {
+        let address = (
+            config.resource_manager_address.as_str(),
+            config.resource_manager_port,
+        )
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .with_context(|| {
+                format!(
+                    "resource_manager_address {:?} is not an address",
+                    config.resource_manager_address
+                )
+            })?;
+        let send_cq = ctx.create_cq(16)?;
+        let recv_cq = ctx.create_cq(64)?;
+        let hello = Hello {
+            role: Role::ExecutorManager,
+            allocation_id: 0,
+            thread: 0,
+            secret: config.resource_manager_secret,
+        };
+        let conn = ctx
+            .connect(
+                pd,
+                address,
+                &QpConfig::new(&send_cq, &recv_cq).max_recv_wr(SLOTS as u32),
+                &hello.encode(),
+            )
+            .map_err(|e| match e {
+                rdmalib::Error::Rejected { private_data } => {
+                    anyhow::anyhow!(
+                        "the resource manager at {address} refused us: {}",
+                        rfaas::protocol::private_text(&private_data)
+                    )
+                }
+                other => anyhow::anyhow!("cannot reach the resource manager at {address}: {other}"),
+            })?;
+        let buf = pd.register(MAX_MESSAGE_LEN * (SLOTS + 1), Access::LOCAL_WRITE)?;
+        for slot in 0..SLOTS {
+            conn.post_recv(
+                slot as u64,
+                buf.sge(slot * MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?,
+            )?;
+        }
+        let link = ResourceManagerLink {
+            conn,
+            send_cq,
+            recv_cq,
+            buf,
+            leases: HashMap::new(),
+            address,
+        };
+        link.send(
+            MessageKind::NodeRegistration,
+            &NodeRegistration {
+                node: config.node_name.clone(),
+            }
+            .encode(),
+        )?;
+        tracing::info!(
+            "Registered node {} with the resource manager at {address}",
+            config.node_name
+        );
+        Ok(link)
+    }
+
+    /// Takes lease notices (and acknowledges them); expires leases nobody used.
+    pub fn poll(&mut self) -> Result<()> {
+        let mut wcs = [Completion::default(); 8];
+        let n = self.recv_cq.poll(&mut wcs)?;
+        for wc in &wcs[..n] {
+            if !wc.is_ok() {
+                bail!(
+                    "the connection to the resource manager at {} broke",
+                    self.address
+                );
+            }
+            if wc.opcode != Opcode::Recv {
+                continue;
+            }
+            let offset = wc.wr_id as usize * MAX_MESSAGE_LEN;
+            let mut raw = vec![0; (wc.byte_len as usize).min(MAX_MESSAGE_LEN)];
+            self.buf.read(offset, &mut raw)?;
+            self.conn
+                .post_recv(wc.wr_id, self.buf.sge(offset, MAX_MESSAGE_LEN)?)?;
+            match (
+                MessageKind::from_imm(wc.imm.unwrap_or(0)),
+                LeaseNotice::decode(&raw),
+            ) {
+                (Some(MessageKind::LeaseNotice), Ok(notice)) => {
+                    tracing::info!(
+                        "Lease {}: {} core(s), {} MiB announced",
+                        notice.lease_id,
+                        notice.cores,
+                        notice.memory_mb
+                    );
+                    self.leases.insert(
+                        notice.lease_id,
+                        KnownLease {
+                            cores: notice.cores,
+                            memory_mb: notice.memory_mb,
+                            announced: Instant::now(),
+                        },
+                    );
+                    self.send(MessageKind::LeaseAck, &LeaseAck { ..notice }.encode())?;
+                }
+                (kind, _) => {
+                    tracing::warn!("unexpected message from the resource manager: {kind:?}")
+                }
+            }
+        }
+        let expired: Vec<u32> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.announced.elapsed() > UNUSED_LEASE_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for lease_id in expired {
+            self.leases.remove(&lease_id);
+            tracing::info!(
+                "Lease {lease_id} was not used within {UNUSED_LEASE_TIMEOUT:?}; returning it"
+            );
+            self.close(LeaseClosed {
+                lease_id,
+                ..LeaseClosed::default()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reports a lease's end with its billing.
+    pub fn close(&self, closed: LeaseClosed) -> Result<()> {
+        self.send(MessageKind::LeaseClosed, &closed.encode())
+    }
+
+    fn send(&self, kind: MessageKind, payload: &[u8]) -> Result<()> {
+        let offset = SLOTS * MAX_MESSAGE_LEN;
+        self.buf.write(offset, payload)?;
+        self.conn.post_send(
+            0,
+            self.buf.sge(offset, payload.len())?,
+            Some(kind as u32),
+            SendFlags::SIGNALED,
+        )?;
+        // The send slot is reused by the next message: wait until this one has left.
+        let wc = self
+            .send_cq
+            .wait_one(Some(Duration::from_secs(5)))?
+            .with_context(|| format!("the resource manager did not take a {kind:?} message"))?;
+        if !wc.is_ok() {
+            bail!(
+                "sending {kind:?} to the resource manager failed: {:?}",
+                wc.status
+            );
+        }
+        Ok(())
+    }
+}
