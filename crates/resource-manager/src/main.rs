@@ -1,1 +1,114 @@
-fn main() {}
+//! `resource_manager`: the global lease broker. Executor managers register over the RDMA layer
+//! with a shared secret; clients lease cores and memory; batch systems add and remove executor
+//! servers over HTTP.
+
+mod broker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use resource_manager::{HttpState, Registry, router};
+use rfaas::config::{ExecutorsDatabase, ResourceManagerConfig, load_json};
+
+/// Leases executor cores to clients and tracks executor servers.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (resource_manager.json).
+    #[arg(short = 'c', long = "config")]
+    config: PathBuf,
+    /// Device database (devices.json).
+    #[arg(long)]
+    device_database: PathBuf,
+    /// Executor servers to start with (executors_database.json).
+    #[arg(short = 'i', long = "input-database")]
+    input_database: Option<PathBuf>,
+    /// Write the executor servers known at shutdown here (executors_database.json format).
+    #[arg(short = 'o', long = "output-database")]
+    output_database: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` on /add and /remove.
+    #[arg(long, env = "RFAAS_HTTP_TOKEN")]
+    http_token: Option<String>,
+    /// More logging (-v debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    rfaas::logging::init(args.verbose);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("resource_manager: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    tracing::info!("Executing rFaaS resource manager!");
+    let config: ResourceManagerConfig = load_json(&args.config, "resource manager configuration")?;
+    let c = &config.config;
+    let devices = rdmalib::DeviceDatabase::load(&args.device_database)?;
+    let device = devices.get_or_first(&c.rdma_device)?.clone();
+    let registry = match &args.input_database {
+        Some(path) => {
+            let db: ExecutorsDatabase = load_json(path, "executors database")?;
+            let registry = Registry::from_database(&db)
+                .with_context(|| format!("loading {}", path.display()))?;
+            tracing::info!(
+                "Loaded {} executor server(s) from {}",
+                db.executors.len(),
+                path.display()
+            );
+            registry
+        }
+        None => Registry::new(),
+    };
+    if args.http_token.as_deref() == Some("") {
+        bail!("an empty --http-token would lock /add and /remove; give a token or none");
+    }
+    rfaas::signals::install_shutdown_handler();
+
+    let http_addr = format!("{}:{}", c.http_network_address, c.http_network_port);
+    let state = HttpState {
+        registry: registry.clone(),
+        token: args.http_token.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&http_addr))
+        .with_context(|| format!("binding the HTTP interface to {http_addr}"))?;
+    tracing::info!("HTTP interface listening on {}", listener.local_addr()?);
+    let http = runtime.spawn(async move {
+        let shutdown = async {
+            while !rfaas::signals::shutdown_requested() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown)
+            .await
+    });
+
+    let broker =
+        broker::Broker::start(&device, c.rdma_device_port, c.rdma_secret, registry.clone())?;
+    let served = broker.run();
+    if let Err(e) = runtime.block_on(http) {
+        tracing::warn!("the HTTP interface ended badly: {e}");
+    }
+    if let Some(path) = &args.output_database {
+        let db = serde_json::to_string_pretty(&registry.to_database())?;
+        std::fs::write(path, db).with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!("Wrote the executor servers to {}", path.display());
+    }
+    served
+}

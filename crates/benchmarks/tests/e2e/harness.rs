@@ -87,63 +87,49 @@ impl Drop for TempDir {
     }
 }
 
-/// A running executor manager.
-pub struct Manager {
+/// A running daemon whose stderr is collected line by line.
+pub struct Daemon {
     child: Child,
-    pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
 }
 
-impl Manager {
-    /// Starts `executor_manager -c CONFIG --device-database DEVICES [extra]` with the build's
-    /// bin directory first on PATH, and waits for its "Begin listening at" line.
-    pub fn start(config: &Path, devices: &Path, extra: &[&str]) -> Manager {
+impl Daemon {
+    /// Starts `bin` with the build's bin directory first on PATH.
+    pub fn start(bin_name: &str, args: &[&str]) -> Daemon {
         let path = format!(
             "{}:{}",
             bin_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let mut child = Command::new(bin("executor_manager"))
-            .arg("-c")
-            .arg(config)
-            .arg("--device-database")
-            .arg(devices)
-            .args(extra)
+        let mut child = Command::new(bin(bin_name))
+            .args(args)
             .env("PATH", path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("executor_manager starts");
+            .unwrap_or_else(|e| panic!("{bin_name} starts: {e}"));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("Begin listening at ").nth(1) {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the manager did not start listening; its log: {:?}",
-                    log.lock().unwrap()
-                )
-            });
-        Manager {
-            child,
-            addr: addr.parse().unwrap(),
-            log,
-        }
+        Daemon { child, log }
+    }
+
+    /// The address in the first log line that contains `marker` (waits for it).
+    pub fn address_after(&self, marker: &str) -> SocketAddr {
+        assert!(
+            self.wait_for_log(marker, Duration::from_secs(20)),
+            "no {marker:?} line; log:\n{}",
+            self.log()
+        );
+        let log = self.log.lock().unwrap();
+        let line = log.iter().find(|l| l.contains(marker)).unwrap();
+        let rest = line.split(marker).nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().parse().unwrap()
     }
 
     pub fn log(&self) -> String {
@@ -165,12 +151,58 @@ impl Manager {
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
-}
 
-impl Drop for Manager {
-    fn drop(&mut self) {
+    /// Waits for the process to end; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running executor manager.
+pub struct Manager {
+    pub daemon: Daemon,
+    pub addr: SocketAddr,
+}
+
+impl Manager {
+    /// Starts `executor_manager -c CONFIG --device-database DEVICES [extra]` and waits for its
+    /// "Begin listening at" line.
+    pub fn start(config: &Path, devices: &Path, extra: &[&str]) -> Manager {
+        let mut args = vec!["-c", arg(config), "--device-database", arg(devices)];
+        args.extend_from_slice(extra);
+        let daemon = Daemon::start("executor_manager", &args);
+        let addr = daemon.address_after("Begin listening at ");
+        Manager { daemon, addr }
+    }
+
+    pub fn log(&self) -> String {
+        self.daemon.log()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.daemon.wait_for_log(needle, timeout)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.daemon.is_running()
     }
 }
 

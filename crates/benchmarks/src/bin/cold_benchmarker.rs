@@ -1,0 +1,132 @@
+//! `cold_benchmarker`: repeated cold starts. Each repetition takes a lease, allocates an
+//! executor (connect, submit, spawn and connect back, initialize), runs the first invocation
+//! and deallocates; the phases are timed separately, as rFaaS reports them.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use benchmarks::setup::{Client, ClientArgs, report};
+use benchmarks::{CsvWriter, Samples};
+use clap::Parser;
+use rfaas::Executor;
+
+/// Measures cold invocations phase by phase.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Function to invoke.
+    #[arg(long)]
+    name: String,
+    /// Payload size in bytes.
+    #[arg(short = 's', long = "size")]
+    size: usize,
+    /// Cold starts to measure (default: `repetitions` of benchmark.json).
+    #[arg(long)]
+    repetitions: Option<u64>,
+    /// Write every repetition's phases (in ns) to this CSV file.
+    #[arg(long)]
+    output_stats: Option<PathBuf>,
+}
+
+const PHASES: [&str; 7] = [
+    "lease",
+    "connect",
+    "submit",
+    "spawn_connect",
+    "initialize",
+    "execute",
+    "total",
+];
+const COLUMNS: [&str; 8] = [
+    "repetition",
+    "lease_ns",
+    "connect_ns",
+    "submit_ns",
+    "spawn_connect_ns",
+    "initialize_ns",
+    "execute_ns",
+    "total_ns",
+];
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    rfaas::logging::init(args.client.verbose);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report("cold_benchmarker", &e),
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    tracing::info!("Executing serverless-rdma test cold_benchmarker!");
+    let client = Client::load(&args.client)?;
+    let repetitions = args
+        .repetitions
+        .unwrap_or(client.config.benchmark.repetitions);
+    let mut phases: Vec<Samples> = PHASES
+        .iter()
+        .map(|_| Samples::with_capacity(repetitions as usize))
+        .collect();
+    let payload = vec![1u8; args.size];
+    for _ in 0..repetitions {
+        let start = Instant::now();
+        let lease = client.lease()?;
+        let leased = start.elapsed();
+        let spec = client.spec(args.size as u32, 1);
+        let executor = Executor::allocate(&client.device, &lease, &client.code, &spec)
+            .with_context(|| format!("allocating on {} ({})", lease.node, lease.address))?;
+        let function = executor.function(&args.name)?;
+        let (input, output) = (
+            executor.input_buffer(args.size)?,
+            executor.output_buffer(args.size)?,
+        );
+        input.write(&payload)?;
+        let first = Instant::now();
+        executor.execute(function, &input, args.size, &output)?;
+        let execute = first.elapsed();
+        let times = executor.allocation_times();
+        executor.deallocate();
+        let total = start.elapsed();
+        for (samples, d) in phases.iter_mut().zip([
+            leased,
+            times.connect,
+            times.submit,
+            times.spawn_connect,
+            times.initialize,
+            execute,
+            total,
+        ]) {
+            samples.push_duration(d);
+        }
+    }
+    for (name, samples) in PHASES.iter().zip(&phases) {
+        let s = samples.summary().context("no repetitions were asked for")?;
+        tracing::info!(
+            "{name:>13}: median {:10.3} usec, min {:10.3}, max {:10.3}",
+            s.median / 1e3,
+            s.min as f64 / 1e3,
+            s.max as f64 / 1e3
+        );
+    }
+    if let Some(path) = &args.output_stats {
+        let mut csv = CsvWriter::create(path, &COLUMNS)?;
+        for i in 0..repetitions as usize {
+            let row: Vec<u64> = phases.iter().map(|p| p.as_slice()[i]).collect();
+            csv.row(&[
+                &i, &row[0], &row[1], &row[2], &row[3], &row[4], &row[5], &row[6],
+            ])?;
+        }
+        csv.finish()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let total = phases[6].summary().context("no repetitions")?;
+    tracing::info!(
+        "Executed {repetitions} cold starts, median {:.3} usec",
+        total.median / 1e3
+    );
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The tutorial's full deployment: resource manager, executor manager registered over the
+//! RDMA layer with the shared secret, the node added over HTTP with the tutorial's curl line,
+//! clients leasing through the resource manager, billing in `GET /leases`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rfaas::{AllocationSpec, Error, Executor, Lease};
+
+use crate::harness::*;
+
+struct ResourceManager {
+    daemon: Daemon,
+    rdma: SocketAddr,
+    http: SocketAddr,
+}
+
+fn start_resource_manager(dir: &TempDir) -> ResourceManager {
+    let devices = loopback_devices(dir);
+    let mut config = shipped_config("resource_manager.json");
+    config["config"]["rdma_device"] = "lo".into();
+    config["config"]["rdma_device_port"] = 0.into();
+    config["config"]["http_network_address"] = "127.0.0.1".into();
+    config["config"]["http_network_port"] = 0.into();
+    let config = dir.write_json("resource_manager.json", &config);
+    let daemon = Daemon::start(
+        "resource_manager",
+        &["-c", arg(&config), "--device-database", arg(&devices)],
+    );
+    let rdma = daemon.address_after("Begin listening at ");
+    let http = daemon.address_after("HTTP interface listening on ");
+    ResourceManager { daemon, rdma, http }
+}
+
+/// An executor manager that registers with `rm` using `secret`.
+fn manager_config(dir: &TempDir, rm: &ResourceManager, secret: u32) -> PathBuf {
+    let mut config = shipped_config("executor_manager.json");
+    config["config"]["rdma_device"] = "lo".into();
+    config["config"]["rdma_device_port"] = 0.into();
+    config["config"]["resource_manager_address"] = "127.0.0.1".into();
+    config["config"]["resource_manager_port"] = rm.rdma.port().into();
+    config["config"]["resource_manager_secret"] = secret.into();
+    dir.write_json(&format!("executor_manager_{secret}.json"), &config)
+}
+
+/// The tutorial's curl line, with this deployment's ports.
+fn add_node(rm: &ResourceManager, manager: &Manager) -> (String, String) {
+    let url = format!("http://{}/add?node=exec-mgr-node", rm.http);
+    let body = format!(
+        r#"{{"ip_address": "127.0.0.1", "port": {}, "cores": 1, "memory": 512}}"#,
+        manager.addr.port()
+    );
+    curl(&[&url, "-X", "POST", "-d", &body])
+}
+
+/// (status code, body) of a curl request.
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let text = text(&out.stdout);
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.to_string(), body.to_string())
+}
+
+fn get_json(rm: &ResourceManager, path: &str) -> serde_json::Value {
+    let (status, body) = curl(&[&format!("http://{}{path}", rm.http)]);
+    assert_eq!(status, "200", "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn registered_deployment(dir: &TempDir) -> (ResourceManager, Manager) {
+    let rm = start_resource_manager(dir);
+    let manager = Manager::start(
+        &manager_config(dir, &rm, 42),
+        &dir.path("devices.json"),
+        &[],
+    );
+    assert!(
+        rm.daemon
+            .wait_for_log("Executor manager 127.0.0.1", Duration::from_secs(10)),
+        "{}",
+        rm.daemon.log()
+    );
+    let (status, body) = add_node(&rm, &manager);
+    assert_eq!(status, "201", "{body}");
+    assert!(
+        rm.daemon
+            .wait_for_log("exec-mgr-node is now registered", Duration::from_secs(10)),
+        "{}",
+        rm.daemon.log()
+    );
+    (rm, manager)
+}
+
+fn benchmark_config(dir: &TempDir, rm: &ResourceManager, repetitions: u64) -> PathBuf {
+    let mut bench = shipped_config("benchmark.json");
+    bench["config"]["rdma_device"] = "lo".into();
+    bench["config"]["rdma_device_port"] = 0.into();
+    bench["config"]["resource_manager_address"] = "127.0.0.1".into();
+    bench["config"]["resource_manager_port"] = rm.rdma.port().into();
+    bench["benchmark"]["repetitions"] = repetitions.into();
+    dir.write_json("benchmark.json", &bench)
+}
+
+#[test]
+fn full_deployment_leases_bills_and_frees_the_cores() {
+    let _serial = serial();
+    let dir = TempDir::new("deployment");
+    let (rm, manager) = registered_deployment(&dir);
+    let bench = benchmark_config(&dir, &rm, 100);
+    let out = run(
+        "warm_benchmarker",
+        &[
+            "--config",
+            arg(&bench),
+            "--device-database",
+            arg(&dir.path("devices.json")),
+            "--name",
+            "empty",
+            "--functions",
+            arg(&native_library()),
+            "-s",
+            "64",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\nrm: {}\nmanager: {}",
+        text(&out.stderr),
+        rm.daemon.log(),
+        manager.log()
+    );
+    assert!(
+        text(&out.stderr).contains("Executed 100 repetitions"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        rm.daemon
+            .wait_for_log("Lease 1 on exec-mgr-node closed", Duration::from_secs(10)),
+        "{}\nmanager: {}",
+        rm.daemon.log(),
+        manager.log()
+    );
+    let leases = get_json(&rm, "/leases");
+    let lease = &leases["leases"][0];
+    assert_eq!(lease["state"], "closed", "{leases}");
+    let billing = &lease["billing"];
+    assert_eq!(billing["invocations"], 100, "{leases}");
+    assert!(billing["hot_polling_ns"].as_u64().unwrap() > 0, "{leases}");
+    assert!(billing["execution_ns"].as_u64().unwrap() > 0, "{leases}");
+    assert!(
+        billing["allocation_ns"].as_u64().unwrap() >= billing["execution_ns"].as_u64().unwrap(),
+        "{leases}"
+    );
+    let nodes = get_json(&rm, "/executors");
+    let node = &nodes["executors"][0];
+    assert_eq!(
+        (node["free_cores"].as_u64(), node["leased_cores"].as_u64()),
+        (Some(1), Some(0)),
+        "{nodes}"
+    );
+    assert_eq!(node["manager_connected"], true);
+}
+
+#[test]
+fn a_wrong_secret_is_rejected_and_logged() {
+    let _serial = serial();
+    let dir = TempDir::new("secret");
+    let rm = start_resource_manager(&dir);
+    let config = manager_config(&dir, &rm, 41);
+    let mut manager = Daemon::start(
+        "executor_manager",
+        &[
+            "-c",
+            arg(&config),
+            "--device-database",
+            arg(&dir.path("devices.json")),
+        ],
+    );
+    let status = manager
+        .wait_exit(Duration::from_secs(10))
+        .expect("the manager gives up");
+    assert!(!status.success());
+    assert!(
+        manager.log().contains("refused us: wrong secret"),
+        "{}",
+        manager.log()
+    );
+    assert!(
+        rm.daemon.log().contains("wrong secret"),
+        "{}",
+        rm.daemon.log()
+    );
+}
+
+fn device() -> rdmalib::DeviceConfig {
+    rdmalib::DeviceDatabase::parse(
+        r#"{"devices":[{"name":"lo","ip_address":"127.0.0.1","port":0,"max_inline_data":0,"default_receive_buffer_size":32,"provider":"tcp"}]}"#,
+    )
+    .unwrap()
+    .devices
+    .remove(0)
+}
+
+#[test]
+fn unknown_leases_and_oversized_requests_are_clear_errors() {
+    let _serial = serial();
+    let dir = TempDir::new("leases");
+    let (rm, manager) = registered_deployment(&dir);
+    let code = std::fs::read(native_library()).unwrap();
+    let forged = Lease {
+        lease_id: 999,
+        node: "exec-mgr-node".into(),
+        address: manager.addr,
+        cores: 1,
+        memory_mb: 256,
+    };
+    match Executor::allocate(&device(), &forged, &code, &AllocationSpec::default()) {
+        Err(Error::Refused(msg)) => {
+            assert!(msg.contains("UnknownLease") && msg.contains("999"), "{msg}")
+        }
+        Err(other) => panic!("expected an unknown-lease refusal, got {other}"),
+        Ok(_) => panic!("a forged lease was accepted"),
+    }
+    match Lease::from_resource_manager(&device(), rm.rdma, 64, 256, Duration::from_secs(5)) {
+        Err(Error::NoExecutor(msg)) => assert!(msg.contains("cannot lease 64 core(s)"), "{msg}"),
+        other => panic!("expected no resources, got {other:?}"),
+    }
+    let lease =
+        Lease::from_resource_manager(&device(), rm.rdma, 1, 256, Duration::from_secs(5)).unwrap();
+    let executor =
+        Executor::allocate(&device(), &lease, &code, &AllocationSpec::default()).unwrap();
+    assert_eq!(executor.functions().len(), 5);
+}
+
+#[test]
+fn a_manager_that_dies_holding_a_lease_releases_it() {
+    let _serial = serial();
+    let dir = TempDir::new("manager-dies");
+    let (rm, mut manager) = registered_deployment(&dir);
+    let lease =
+        Lease::from_resource_manager(&device(), rm.rdma, 1, 256, Duration::from_secs(5)).unwrap();
+    let leases = get_json(&rm, "/leases");
+    assert_eq!(leases["leases"][0]["state"], "active", "{leases}");
+    assert_eq!(
+        lease.lease_id,
+        leases["leases"][0]["lease_id"].as_u64().unwrap() as u32
+    );
+    manager.daemon.kill();
+    assert!(
+        rm.daemon
+            .wait_for_log("released 1 lease(s)", Duration::from_secs(10)),
+        "{}",
+        rm.daemon.log()
+    );
+    let leases = get_json(&rm, "/leases");
+    assert_eq!(leases["leases"][0]["state"], "released", "{leases}");
+    let nodes = get_json(&rm, "/executors");
+    assert_eq!(nodes["executors"][0]["manager_connected"], false, "{nodes}");
+    assert_eq!(nodes["executors"][0]["free_cores"], 1, "{nodes}");
+    match Lease::from_resource_manager(&device(), rm.rdma, 1, 256, Duration::from_secs(5)) {
+        Err(Error::NoExecutor(msg)) => assert!(msg.contains("cannot lease"), "{msg}"),
+        other => panic!("a node without a manager must not be leased, got {other:?}"),
+    }
+}

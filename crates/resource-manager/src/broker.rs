@@ -1,0 +1,432 @@
+//! The RDMA side of the resource manager: executor managers register with the shared secret,
+//! clients ask for leases, managers confirm leases and report them closed with billing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use rdmalib::{
+    Access, CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, Listener,
+    MemoryRegion, Opcode, ProtectionDomain, QpConfig, SendFlags,
+};
+use rfaas::protocol::{
+    Hello, LeaseAck, LeaseClosed, LeaseNotice, LeaseRequest, LeaseResponse, LeaseStatus,
+    MAX_MESSAGE_LEN, MessageKind, NodeRegistration, ProtocolError, Role,
+};
+
+use resource_manager::registry::{Billing, Grant, Registry, RegistryError};
+
+/// Receive slots per peer.
+const RECV_SLOTS: usize = 4;
+/// Send slots per peer, used round-robin.
+const SEND_SLOTS: usize = 8;
+
+enum Kind {
+    /// An executor manager; its node once it registered.
+    Manager {
+        node: Option<String>,
+    },
+    Client,
+}
+
+struct Peer {
+    conn: Connection,
+    buf: MemoryRegion,
+    kind: Kind,
+    next_send: usize,
+}
+
+/// A lease granted in the registry whose manager has not confirmed it yet.
+struct Pending {
+    client_qp: u32,
+    grant: Grant,
+}
+
+pub struct Broker {
+    peers: HashMap<u32, Peer>,
+    pending: HashMap<u32, Pending>,
+    /// Managers that registered a node the registry does not know (yet).
+    unknown_nodes: HashMap<u32, String>,
+    registry: Registry,
+    secret: u32,
+    listener: Listener,
+    send_cq: CompletionQueue,
+    recv_cq: CompletionQueue,
+    pd: ProtectionDomain,
+    _ctx: Context,
+}
+
+impl Broker {
+    pub fn start(
+        device: &DeviceConfig,
+        port: u16,
+        secret: u32,
+        registry: Registry,
+    ) -> Result<Broker> {
+        let ctx = Context::open(device)?;
+        let pd = ctx.alloc_pd()?;
+        let listener = ctx
+            .listen(port)
+            .with_context(|| format!("listening on device {}", device.name))?;
+        let addr = listener.local_addr();
+        tracing::info!("Listening on device {}, port {}", device.name, addr.port());
+        tracing::info!("Begin listening at {addr} and processing events!");
+        Ok(Broker {
+            peers: HashMap::new(),
+            pending: HashMap::new(),
+            unknown_nodes: HashMap::new(),
+            registry,
+            secret,
+            listener,
+            send_cq: ctx.create_cq(1024)?,
+            recv_cq: ctx.create_cq(1024)?,
+            pd,
+            _ctx: ctx,
+        })
+    }
+
+    /// Serves until a shutdown signal arrives.
+    pub fn run(mut self) -> Result<()> {
+        let mut wcs = [Completion::default(); 16];
+        while !rfaas::signals::shutdown_requested() {
+            if let Some(event) = self.listener.get_event(Some(Duration::from_millis(5)))? {
+                self.on_event(event);
+            }
+            let n = self.recv_cq.poll(&mut wcs)?;
+            for wc in &wcs[..n] {
+                self.on_message(wc);
+            }
+            while self.send_cq.poll(&mut wcs)? > 0 {}
+            self.retry_unknown_nodes();
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: CmEvent) {
+        match event {
+            CmEvent::ConnectRequest(req) => {
+                let peer = req.peer_addr();
+                let kind = match Hello::decode(req.private_data()) {
+                    Ok(h) if h.role == Role::ExecutorManager && h.secret != self.secret => {
+                        tracing::warn!("rejected the executor manager at {peer}: wrong secret");
+                        let _ = req.reject(b"wrong secret");
+                        return;
+                    }
+                    Ok(h) if h.role == Role::ExecutorManager => Kind::Manager { node: None },
+                    Ok(h) if h.role == Role::Client => Kind::Client,
+                    Ok(h) => {
+                        tracing::warn!(
+                            "rejected {peer}: a {:?} does not connect to the resource manager",
+                            h.role
+                        );
+                        let _ = req.reject(b"only clients and executor managers connect here");
+                        return;
+                    }
+                    Err(e @ (ProtocolError::Version { .. } | ProtocolError::BadMagic)) => {
+                        tracing::warn!("rejected {peer}: {e}");
+                        let _ = req.reject(e.to_string().as_bytes());
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("rejected {peer}: {e}");
+                        let _ = req.reject(b"malformed connection request");
+                        return;
+                    }
+                };
+                if let Err(e) = self.accept(req, kind) {
+                    tracing::warn!("accepting {peer} failed: {e:#}");
+                }
+            }
+            CmEvent::Established { .. } => {}
+            CmEvent::Disconnected { qp_num } => self.on_disconnect(qp_num),
+        }
+    }
+
+    fn accept(&mut self, req: rdmalib::ConnectRequest, kind: Kind) -> Result<()> {
+        let qp = QpConfig::new(&self.send_cq, &self.recv_cq).max_recv_wr(RECV_SLOTS as u32);
+        let conn = req.accept(&self.pd, &qp, &[])?;
+        let buf = self.pd.register(
+            MAX_MESSAGE_LEN * (RECV_SLOTS + SEND_SLOTS),
+            Access::LOCAL_WRITE,
+        )?;
+        for slot in 0..RECV_SLOTS {
+            conn.post_recv(
+                slot as u64,
+                buf.sge(slot * MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?,
+            )?;
+        }
+        tracing::info!(
+            "{} {} connected",
+            if matches!(kind, Kind::Client) {
+                "Client"
+            } else {
+                "Executor manager"
+            },
+            conn.peer_addr()
+        );
+        self.peers.insert(
+            conn.qp_num(),
+            Peer {
+                conn,
+                buf,
+                kind,
+                next_send: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn on_disconnect(&mut self, qp_num: u32) {
+        self.unknown_nodes.remove(&qp_num);
+        let Some(peer) = self.peers.remove(&qp_num) else {
+            return;
+        };
+        let Kind::Manager { node: Some(node) } = peer.kind else {
+            return;
+        };
+        let released = self.registry.release_node(&node);
+        tracing::warn!(
+            "The executor manager of node {node} disconnected; released {} lease(s), the node is gone until it registers again",
+            released.len()
+        );
+        let orphaned: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.grant.node == node)
+            .map(|(id, _)| *id)
+            .collect();
+        for lease_id in orphaned {
+            if let Some(p) = self.pending.remove(&lease_id) {
+                self.answer(
+                    p.client_qp,
+                    &failed(format!("the manager of node {node} went away")),
+                );
+            }
+        }
+    }
+
+    fn on_message(&mut self, wc: &Completion) {
+        if !wc.is_ok() || wc.opcode != Opcode::Recv {
+            return;
+        }
+        let Some(peer) = self.peers.get(&wc.qp_num) else {
+            return;
+        };
+        let offset = wc.wr_id as usize * MAX_MESSAGE_LEN;
+        let mut raw = vec![0; (wc.byte_len as usize).min(MAX_MESSAGE_LEN)];
+        if peer.buf.read(offset, &mut raw).is_err() {
+            return;
+        }
+        if let Err(e) = peer
+            .buf
+            .sge(offset, MAX_MESSAGE_LEN)
+            .and_then(|sge| peer.conn.post_recv(wc.wr_id, sge))
+        {
+            tracing::debug!("reposting a receive for {}: {e}", peer.conn.peer_addr());
+        }
+        let from = peer.conn.peer_addr();
+        let is_manager = matches!(peer.kind, Kind::Manager { .. });
+        let outcome = match (MessageKind::from_imm(wc.imm.unwrap_or(0)), is_manager) {
+            (Some(MessageKind::NodeRegistration), true) => {
+                NodeRegistration::decode(&raw).map(|r| self.register(wc.qp_num, r.node))
+            }
+            (Some(MessageKind::LeaseAck), true) => {
+                LeaseAck::decode(&raw).map(|ack| self.confirmed(ack))
+            }
+            (Some(MessageKind::LeaseClosed), true) => {
+                LeaseClosed::decode(&raw).map(|c| self.closed(c))
+            }
+            (Some(MessageKind::LeaseRequest), false) => {
+                LeaseRequest::decode(&raw).map(|r| self.lease(wc.qp_num, r))
+            }
+            (kind, _) => {
+                tracing::warn!("unexpected message {kind:?} from {from}");
+                Ok(())
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::warn!("malformed message from {from}: {e}");
+        }
+    }
+
+    fn register(&mut self, qp_num: u32, node: String) {
+        if let Some(Peer {
+            kind: Kind::Manager { node: slot },
+            ..
+        }) = self.peers.get_mut(&qp_num)
+        {
+            *slot = Some(node.clone());
+        }
+        match self.registry.set_manager_connected(&node, true) {
+            Ok(()) => tracing::info!("Executor manager registered node {node}"),
+            Err(RegistryError::UnknownNode(_)) => {
+                tracing::warn!(
+                    "node {node} is not in the executor database; add it (POST /add?node={node}) to lease its cores"
+                );
+                self.unknown_nodes.insert(qp_num, node);
+            }
+            Err(e) => tracing::warn!("registering node {node}: {e}"),
+        }
+    }
+
+    /// Nodes added over HTTP after their manager registered become leasable.
+    fn retry_unknown_nodes(&mut self) {
+        if self.unknown_nodes.is_empty() {
+            return;
+        }
+        let registry = &self.registry;
+        self.unknown_nodes
+            .retain(|_, node| match registry.set_manager_connected(node, true) {
+                Ok(()) => {
+                    tracing::info!("Executor manager of node {node} is now registered");
+                    false
+                }
+                Err(_) => true,
+            });
+    }
+
+    fn lease(&mut self, client_qp: u32, request: LeaseRequest) {
+        let grant = match self
+            .registry
+            .grant(u32::from(request.cores), u64::from(request.memory_mb))
+        {
+            Ok(grant) => grant,
+            Err(e) => {
+                tracing::info!(
+                    "Lease of {} core(s), {} MiB refused: {e}",
+                    request.cores,
+                    request.memory_mb
+                );
+                let status = if matches!(e, RegistryError::NoResources { .. }) {
+                    LeaseStatus::NoResources
+                } else {
+                    LeaseStatus::Failed
+                };
+                self.answer(
+                    client_qp,
+                    &LeaseResponse {
+                        status,
+                        ..failed(e.to_string())
+                    },
+                );
+                return;
+            }
+        };
+        let manager = self.peers.iter().find_map(|(qp, p)| match &p.kind {
+            Kind::Manager { node: Some(n) } if *n == grant.node => Some(*qp),
+            _ => None,
+        });
+        let notice = LeaseNotice {
+            lease_id: grant.lease_id,
+            cores: request.cores,
+            memory_mb: request.memory_mb,
+        };
+        match manager {
+            Some(qp) => {
+                self.send(qp, MessageKind::LeaseNotice, &notice.encode());
+                self.pending
+                    .insert(grant.lease_id, Pending { client_qp, grant });
+            }
+            None => {
+                let _ = self.registry.release(grant.lease_id);
+                self.answer(
+                    client_qp,
+                    &failed(format!(
+                        "the manager of node {} is not connected",
+                        grant.node
+                    )),
+                );
+            }
+        }
+    }
+
+    fn confirmed(&mut self, ack: LeaseNotice) {
+        let Some(p) = self.pending.remove(&ack.lease_id) else {
+            tracing::warn!(
+                "a manager confirmed lease {}, which is not pending",
+                ack.lease_id
+            );
+            return;
+        };
+        let manager = format!("{}:{}", p.grant.ip_address, p.grant.port).parse::<SocketAddr>();
+        let response = match manager {
+            Ok(manager) => {
+                tracing::info!(
+                    "Lease {}: {} core(s), {} MiB on {} granted",
+                    p.grant.lease_id,
+                    p.grant.cores,
+                    p.grant.memory,
+                    p.grant.node
+                );
+                LeaseResponse {
+                    status: LeaseStatus::Granted,
+                    lease_id: p.grant.lease_id,
+                    node: p.grant.node.clone(),
+                    manager,
+                    cores: ack.cores,
+                    memory_mb: ack.memory_mb,
+                    message: String::new(),
+                }
+            }
+            Err(_) => failed(format!("node {} has an invalid address", p.grant.node)),
+        };
+        self.answer(p.client_qp, &response);
+    }
+
+    fn closed(&mut self, c: LeaseClosed) {
+        let billing = Billing {
+            allocation_ns: c.allocation_ns,
+            hot_polling_ns: c.hot_polling_ns,
+            execution_ns: c.execution_ns,
+            invocations: c.invocations,
+        };
+        match self.registry.close(c.lease_id, billing) {
+            Ok(lease) => tracing::info!(
+                "Lease {} on {} closed: allocation {:.3} ms, hot polling {:.3} ms, execution {:.3} ms, {} invocations",
+                c.lease_id,
+                lease.node,
+                c.allocation_ns as f64 / 1e6,
+                c.hot_polling_ns as f64 / 1e6,
+                c.execution_ns as f64 / 1e6,
+                c.invocations
+            ),
+            Err(e) => tracing::warn!("closing lease {}: {e}", c.lease_id),
+        }
+    }
+
+    fn answer(&mut self, client_qp: u32, response: &LeaseResponse) {
+        self.send(client_qp, MessageKind::LeaseResponse, &response.encode());
+    }
+
+    fn send(&mut self, qp_num: u32, kind: MessageKind, payload: &[u8]) {
+        let Some(peer) = self.peers.get_mut(&qp_num) else {
+            return;
+        };
+        let offset = (RECV_SLOTS + peer.next_send) * MAX_MESSAGE_LEN;
+        peer.next_send = (peer.next_send + 1) % SEND_SLOTS;
+        let sent = peer
+            .buf
+            .write(offset, payload)
+            .and_then(|()| peer.buf.sge(offset, payload.len()))
+            .and_then(|sge| {
+                peer.conn
+                    .post_send(0, sge, Some(kind as u32), SendFlags::SIGNALED)
+            });
+        if let Err(e) = sent {
+            tracing::warn!("could not send {kind:?} to {}: {e}", peer.conn.peer_addr());
+        }
+    }
+}
+
+fn failed(message: String) -> LeaseResponse {
+    LeaseResponse {
+        status: LeaseStatus::Failed,
+        lease_id: 0,
+        node: String::new(),
+        manager: SocketAddr::from(([0, 0, 0, 0], 0)),
+        cores: 0,
+        memory_mb: 0,
+        message,
+    }
+}

@@ -1,0 +1,783 @@
+//! The executor servers and their leases: plain, thread-safe Rust with no I/O.
+//!
+//! A [`Registry`] is a handle (cheap to clone, all clones share one state behind a mutex) to:
+//!
+//! - the *nodes*: one executor server each, with the address and port of its executor manager
+//!   and the cores and memory (MiB) it offers, plus whether its manager is connected to the
+//!   resource manager right now. Only nodes with a connected manager get leases.
+//! - the *leases*: cores and memory reserved on one node, numbered from 1. A lease is
+//!   [`LeaseState::Active`] until the client closes it with its billing
+//!   ([`LeaseState::Closed`]) or it is given back without billing because its node's manager
+//!   went away or the node was removed ([`LeaseState::Released`]). Either way its cores and
+//!   memory return to the node. Finished leases stay listed.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rfaas::config::{ExecutorNode, ExecutorsDatabase};
+use serde::{Deserialize, Serialize};
+
+/// What an executor server offers: the body of `POST /add`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// IP address of its executor manager.
+    pub ip_address: String,
+    /// Port of its executor manager.
+    pub port: u16,
+    /// Cores it offers.
+    pub cores: u32,
+    /// Memory it offers, in MiB.
+    pub memory: u64,
+}
+
+/// One executor server as the registry sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Node name (the manager's `node_name`).
+    pub node: String,
+    /// IP address of its executor manager.
+    pub ip_address: String,
+    /// Port of its executor manager.
+    pub port: u16,
+    /// Cores it offers.
+    pub cores: u32,
+    /// Memory it offers, in MiB.
+    pub memory: u64,
+    /// Cores not leased.
+    pub free_cores: u32,
+    /// Memory not leased, in MiB.
+    pub free_memory: u64,
+    /// Cores held by active leases.
+    pub leased_cores: u32,
+    /// Memory held by active leases, in MiB.
+    pub leased_memory: u64,
+    /// Whether its executor manager is connected (only then does it get leases).
+    pub manager_connected: bool,
+}
+
+/// A granted lease: where the client goes and what it got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// Lease id (from 1).
+    pub lease_id: u32,
+    /// Node name.
+    pub node: String,
+    /// IP address of the node's executor manager.
+    pub ip_address: String,
+    /// Port of the node's executor manager.
+    pub port: u16,
+    /// Cores leased.
+    pub cores: u32,
+    /// Memory leased, in MiB.
+    pub memory: u64,
+}
+
+/// What a closed lease used, as the executor manager reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Billing {
+    /// Time the resources were allocated, in ns.
+    pub allocation_ns: u64,
+    /// Time executors spent hot-polling, in ns.
+    pub hot_polling_ns: u64,
+    /// Time spent executing functions, in ns.
+    pub execution_ns: u64,
+    /// Invocations served.
+    pub invocations: u64,
+}
+
+/// Where a lease is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Granted; its resources are reserved.
+    Active,
+    /// Closed by its client, with billing; resources given back.
+    Closed,
+    /// Freed without billing (manager gone or node removed); resources given back.
+    Released,
+}
+
+/// One lease as the registry sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// Lease id (from 1).
+    pub lease_id: u32,
+    /// Node it was granted on.
+    pub node: String,
+    /// Cores leased.
+    pub cores: u32,
+    /// Memory leased, in MiB.
+    pub memory: u64,
+    /// Where it is in its life.
+    pub state: LeaseState,
+    /// When it was granted, in ms since the Unix epoch.
+    pub granted_at_ms: u64,
+    /// What it used; only for [`LeaseState::Closed`].
+    pub billing: Option<Billing>,
+}
+
+/// Why the registry refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// A node of that name exists already.
+    #[error("node {0:?} already exists")]
+    DuplicateNode(String),
+    /// No node of that name.
+    #[error("no node named {0:?}")]
+    UnknownNode(String),
+    /// No lease with that id.
+    #[error("no lease with id {0}")]
+    UnknownLease(u32),
+    /// The lease was closed or released already.
+    #[error("lease {0} is not active")]
+    LeaseNotActive(u32),
+    /// No node with a connected manager has that much free.
+    #[error(
+        "no connected executor server has {cores} free cores and {memory} MiB free memory \
+         (largest free: {largest_free_cores} cores, {largest_free_memory} MiB)"
+    )]
+    NoResources {
+        /// Cores asked for.
+        cores: u32,
+        /// Memory asked for, in MiB.
+        memory: u64,
+        /// Most free cores on any connected node.
+        largest_free_cores: u32,
+        /// Most free memory on any connected node (not necessarily the same node), in MiB.
+        largest_free_memory: u64,
+    },
+    /// A node name, node spec or lease request that cannot be used; the message says why.
+    #[error("{0}")]
+    InvalidSpec(String),
+}
+
+/// The executor servers and their leases. Clones share the same state.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    nodes: BTreeMap<String, Node>,
+    leases: BTreeMap<u32, Lease>,
+    last_lease_id: u32,
+}
+
+#[derive(Debug)]
+struct Node {
+    spec: NodeSpec,
+    leased_cores: u32,
+    leased_memory: u64,
+    manager_connected: bool,
+}
+
+impl Node {
+    fn free_cores(&self) -> u32 {
+        self.spec.cores.saturating_sub(self.leased_cores)
+    }
+
+    fn free_memory(&self) -> u64 {
+        self.spec.memory.saturating_sub(self.leased_memory)
+    }
+
+    fn view(&self, name: &str) -> NodeView {
+        NodeView {
+            node: name.to_owned(),
+            ip_address: self.spec.ip_address.clone(),
+            port: self.spec.port,
+            cores: self.spec.cores,
+            memory: self.spec.memory,
+            free_cores: self.free_cores(),
+            free_memory: self.free_memory(),
+            leased_cores: self.leased_cores,
+            leased_memory: self.leased_memory,
+            manager_connected: self.manager_connected,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Lease {
+    node: String,
+    cores: u32,
+    memory: u64,
+    state: LeaseState,
+    granted_at_ms: u64,
+    billing: Option<Billing>,
+}
+
+impl Lease {
+    fn view(&self, lease_id: u32) -> LeaseView {
+        LeaseView {
+            lease_id,
+            node: self.node.clone(),
+            cores: self.cores,
+            memory: self.memory,
+            state: self.state,
+            granted_at_ms: self.granted_at_ms,
+            billing: self.billing,
+        }
+    }
+}
+
+impl Inner {
+    /// Ends an active lease and gives its resources back to its node (if the node still exists).
+    fn finish(&mut self, lease_id: u32, state: LeaseState, billing: Option<Billing>) -> LeaseView {
+        let Some(lease) = self.leases.get_mut(&lease_id) else {
+            unreachable!("finish is only called for existing leases")
+        };
+        lease.state = state;
+        lease.billing = billing;
+        if let Some(node) = self.nodes.get_mut(&lease.node) {
+            node.leased_cores = node.leased_cores.saturating_sub(lease.cores);
+            node.leased_memory = node.leased_memory.saturating_sub(lease.memory);
+        }
+        lease.view(lease_id)
+    }
+
+    /// Releases every active lease on `name`.
+    fn release_all_on(&mut self, name: &str) -> Vec<LeaseView> {
+        let active: Vec<u32> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.state == LeaseState::Active && l.node == name)
+            .map(|(id, _)| *id)
+            .collect();
+        active
+            .into_iter()
+            .map(|id| self.finish(id, LeaseState::Released, None))
+            .collect()
+    }
+
+    fn next_lease_id(&mut self) -> u32 {
+        // Ids start at 1; after 2^32 - 1 leases skip 0 and ids still listed.
+        let mut id = self.last_lease_id;
+        loop {
+            id = id.wrapping_add(1);
+            if id != 0 && !self.leases.contains_key(&id) {
+                self.last_lease_id = id;
+                return id;
+            }
+        }
+    }
+}
+
+fn validate(name: &str, spec: &NodeSpec) -> Result<(), RegistryError> {
+    let invalid = |msg: String| Err(RegistryError::InvalidSpec(msg));
+    if name.trim().is_empty() {
+        return invalid("node name must not be empty".into());
+    }
+    if name.chars().any(char::is_control) {
+        return invalid(format!("node name {name:?} contains control characters"));
+    }
+    if spec.ip_address.parse::<IpAddr>().is_err() {
+        return invalid(format!(
+            "node {name:?}: ip_address {:?} is not an IP address",
+            spec.ip_address
+        ));
+    }
+    if spec.port == 0 {
+        return invalid(format!("node {name:?}: port must be greater than 0"));
+    }
+    if spec.cores == 0 {
+        return invalid(format!("node {name:?}: cores must be greater than 0"));
+    }
+    if spec.memory == 0 {
+        return invalid(format!("node {name:?}: memory must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry holding the servers of `executors_database.json`, none with a connected
+    /// manager yet. Fails on the first invalid or duplicate entry.
+    pub fn from_database(db: &ExecutorsDatabase) -> Result<Self, RegistryError> {
+        let registry = Self::new();
+        for e in &db.executors {
+            registry.add_node(
+                &e.node,
+                NodeSpec {
+                    ip_address: e.address.clone(),
+                    port: e.port,
+                    cores: e.cores,
+                    memory: e.memory,
+                },
+            )?;
+        }
+        Ok(registry)
+    }
+
+    /// The servers as `executors_database.json` (sorted by name), e.g. for `-o`.
+    pub fn to_database(&self) -> ExecutorsDatabase {
+        let inner = self.lock();
+        ExecutorsDatabase {
+            executors: inner
+                .nodes
+                .iter()
+                .map(|(name, n)| ExecutorNode {
+                    node: name.clone(),
+                    address: n.spec.ip_address.clone(),
+                    port: n.spec.port,
+                    cores: n.spec.cores,
+                    memory: n.spec.memory,
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds a server, its manager not connected yet. The name must be non-empty; the spec
+    /// needs an IP address, a port, cores and memory (all non-zero).
+    pub fn add_node(&self, name: &str, spec: NodeSpec) -> Result<(), RegistryError> {
+        self.insert_node(name, spec).map(drop)
+    }
+
+    /// [`Registry::add_node`], returning the new node's view (taken under the same lock).
+    pub(crate) fn insert_node(
+        &self,
+        name: &str,
+        spec: NodeSpec,
+    ) -> Result<NodeView, RegistryError> {
+        validate(name, &spec)?;
+        let mut inner = self.lock();
+        if inner.nodes.contains_key(name) {
+            return Err(RegistryError::DuplicateNode(name.to_owned()));
+        }
+        let node = Node {
+            spec,
+            leased_cores: 0,
+            leased_memory: 0,
+            manager_connected: false,
+        };
+        let view = node.view(name);
+        inner.nodes.insert(name.to_owned(), node);
+        Ok(view)
+    }
+
+    /// Removes a server; its active leases become [`LeaseState::Released`]. Returns the node as
+    /// it was just before removal (so `leased_*` shows what was still leased).
+    pub fn remove_node(&self, name: &str) -> Result<NodeView, RegistryError> {
+        let mut inner = self.lock();
+        let view = inner
+            .nodes
+            .get(name)
+            .map(|n| n.view(name))
+            .ok_or_else(|| RegistryError::UnknownNode(name.to_owned()))?;
+        inner.release_all_on(name);
+        inner.nodes.remove(name);
+        Ok(view)
+    }
+
+    /// One server, if known.
+    pub fn node(&self, name: &str) -> Option<NodeView> {
+        self.lock().nodes.get(name).map(|n| n.view(name))
+    }
+
+    /// All servers, sorted by name.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.lock()
+            .nodes
+            .iter()
+            .map(|(name, n)| n.view(name))
+            .collect()
+    }
+
+    /// All leases, finished ones included, sorted by id.
+    pub fn leases(&self) -> Vec<LeaseView> {
+        self.lock()
+            .leases
+            .iter()
+            .map(|(id, l)| l.view(*id))
+            .collect()
+    }
+
+    /// Records whether the server's executor manager is connected. Disconnecting this way
+    /// leaves its leases alone; use [`Registry::release_node`] when the manager is gone.
+    pub fn set_manager_connected(&self, name: &str, connected: bool) -> Result<(), RegistryError> {
+        let mut inner = self.lock();
+        let node = inner
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::UnknownNode(name.to_owned()))?;
+        node.manager_connected = connected;
+        Ok(())
+    }
+
+    /// Picks a node whose manager is connected and with enough free cores and memory (best fit:
+    /// fewest free cores that still fit, then least free memory, then name), reserves them and
+    /// returns the grant. Lease ids start at 1. A lease needs at least one core; memory may be 0.
+    pub fn grant(&self, cores: u32, memory: u64) -> Result<Grant, RegistryError> {
+        if cores == 0 {
+            return Err(RegistryError::InvalidSpec(
+                "a lease needs at least one core".into(),
+            ));
+        }
+        let mut inner = self.lock();
+        let best = inner
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                n.manager_connected && n.free_cores() >= cores && n.free_memory() >= memory
+            })
+            .min_by_key(|(_, n)| (n.free_cores(), n.free_memory()))
+            .map(|(name, _)| name.clone());
+        let Some(name) = best else {
+            let connected = inner.nodes.values().filter(|n| n.manager_connected);
+            let largest_free_cores = connected.clone().map(Node::free_cores).max().unwrap_or(0);
+            let largest_free_memory = connected.map(Node::free_memory).max().unwrap_or(0);
+            return Err(RegistryError::NoResources {
+                cores,
+                memory,
+                largest_free_cores,
+                largest_free_memory,
+            });
+        };
+        let lease_id = inner.next_lease_id();
+        let Some(node) = inner.nodes.get_mut(&name) else {
+            unreachable!("the node was just found under the same lock")
+        };
+        node.leased_cores += cores;
+        node.leased_memory += memory;
+        let grant = Grant {
+            lease_id,
+            node: name.clone(),
+            ip_address: node.spec.ip_address.clone(),
+            port: node.spec.port,
+            cores,
+            memory,
+        };
+        inner.leases.insert(
+            lease_id,
+            Lease {
+                node: name,
+                cores,
+                memory,
+                state: LeaseState::Active,
+                granted_at_ms: now_ms(),
+                billing: None,
+            },
+        );
+        Ok(grant)
+    }
+
+    /// Closes an active lease with its billing ([`LeaseState::Closed`]); its resources return
+    /// to the node.
+    pub fn close(&self, lease_id: u32, billing: Billing) -> Result<LeaseView, RegistryError> {
+        self.finish(lease_id, LeaseState::Closed, Some(billing))
+    }
+
+    /// Releases an active lease without billing ([`LeaseState::Released`]); its resources
+    /// return to the node.
+    pub fn release(&self, lease_id: u32) -> Result<LeaseView, RegistryError> {
+        self.finish(lease_id, LeaseState::Released, None)
+    }
+
+    /// The server's manager disconnected: marks it not connected and releases all its active
+    /// leases, returning them. An unknown name releases nothing.
+    pub fn release_node(&self, name: &str) -> Vec<LeaseView> {
+        let mut inner = self.lock();
+        match inner.nodes.get_mut(name) {
+            Some(node) => node.manager_connected = false,
+            None => return Vec::new(),
+        }
+        inner.release_all_on(name)
+    }
+
+    fn finish(
+        &self,
+        lease_id: u32,
+        state: LeaseState,
+        billing: Option<Billing>,
+    ) -> Result<LeaseView, RegistryError> {
+        let mut inner = self.lock();
+        match inner.leases.get(&lease_id) {
+            None => Err(RegistryError::UnknownLease(lease_id)),
+            Some(l) if l.state != LeaseState::Active => {
+                Err(RegistryError::LeaseNotActive(lease_id))
+            }
+            Some(_) => Ok(inner.finish(lease_id, state, billing)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Nothing panics while holding the lock, but a poisoned state is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cores: u32, memory: u64) -> NodeSpec {
+        NodeSpec {
+            ip_address: "192.168.0.29".into(),
+            port: 10005,
+            cores,
+            memory,
+        }
+    }
+
+    /// A registry with connected nodes `(name, cores, memory)`.
+    fn registry(nodes: &[(&str, u32, u64)]) -> Registry {
+        let r = Registry::new();
+        for &(name, cores, memory) in nodes {
+            r.add_node(name, spec(cores, memory)).unwrap();
+            r.set_manager_connected(name, true).unwrap();
+        }
+        r
+    }
+
+    fn free(r: &Registry, name: &str) -> (u32, u64) {
+        let n = r.node(name).unwrap();
+        assert_eq!(n.free_cores + n.leased_cores, n.cores);
+        assert_eq!(n.free_memory + n.leased_memory, n.memory);
+        (n.free_cores, n.free_memory)
+    }
+
+    #[test]
+    fn grant_close_release_accounting() {
+        let r = registry(&[("a", 8, 4096)]);
+        let g1 = r.grant(3, 1000).unwrap();
+        assert_eq!(g1.lease_id, 1);
+        assert_eq!(
+            (g1.node.as_str(), g1.ip_address.as_str(), g1.port),
+            ("a", "192.168.0.29", 10005)
+        );
+        let g2 = r.grant(2, 500).unwrap();
+        assert_eq!(g2.lease_id, 2);
+        assert_eq!(free(&r, "a"), (3, 2596));
+
+        let billing = Billing {
+            allocation_ns: 10,
+            hot_polling_ns: 20,
+            execution_ns: 30,
+            invocations: 4,
+        };
+        let closed = r.close(1, billing).unwrap();
+        assert_eq!(closed.state, LeaseState::Closed);
+        assert_eq!(closed.billing, Some(billing));
+        assert_eq!(free(&r, "a"), (6, 3596));
+
+        let released = r.release(2).unwrap();
+        assert_eq!(released.state, LeaseState::Released);
+        assert_eq!(released.billing, None);
+        assert_eq!(free(&r, "a"), (8, 4096));
+
+        // Finished leases cannot be finished again, and stay listed.
+        assert_eq!(r.close(1, billing), Err(RegistryError::LeaseNotActive(1)));
+        assert_eq!(r.release(2), Err(RegistryError::LeaseNotActive(2)));
+        assert_eq!(r.release(3), Err(RegistryError::UnknownLease(3)));
+        let leases = r.leases();
+        assert_eq!(
+            leases
+                .iter()
+                .map(|l| (l.lease_id, l.state))
+                .collect::<Vec<_>>(),
+            [(1, LeaseState::Closed), (2, LeaseState::Released)]
+        );
+        assert!(leases[0].granted_at_ms > 0);
+        assert_eq!(free(&r, "a"), (8, 4096));
+    }
+
+    #[test]
+    fn best_fit_picks_fewest_free_cores_that_fit() {
+        let r = registry(&[("big", 16, 8192), ("small", 2, 8192), ("mid", 4, 8192)]);
+        assert_eq!(r.grant(2, 100).unwrap().node, "small");
+        // small is now full; 3 cores fit mid (4) before big (16).
+        assert_eq!(r.grant(3, 100).unwrap().node, "mid");
+        assert_eq!(r.grant(1, 100).unwrap().node, "mid");
+        assert_eq!(r.grant(1, 100).unwrap().node, "big");
+        // Memory must fit too.
+        let r = registry(&[("few-cores-no-mem", 1, 100), ("more", 4, 1000)]);
+        assert_eq!(r.grant(1, 500).unwrap().node, "more");
+    }
+
+    #[test]
+    fn no_resources_names_the_largest_free_numbers() {
+        let r = registry(&[("a", 4, 100), ("b", 2, 3000)]);
+        r.add_node("offline", spec(64, 65536)).unwrap();
+        let err = r.grant(5, 200).unwrap_err();
+        assert_eq!(
+            err,
+            RegistryError::NoResources {
+                cores: 5,
+                memory: 200,
+                largest_free_cores: 4,
+                largest_free_memory: 3000
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("5 free cores") && msg.contains("200 MiB"),
+            "{msg}"
+        );
+        assert!(msg.contains("4 cores, 3000 MiB"), "{msg}");
+        assert!(matches!(
+            Registry::new().grant(1, 1),
+            Err(RegistryError::NoResources {
+                largest_free_cores: 0,
+                largest_free_memory: 0,
+                ..
+            })
+        ));
+        assert!(matches!(r.grant(0, 1), Err(RegistryError::InvalidSpec(_))));
+    }
+
+    #[test]
+    fn duplicate_and_unknown_nodes() {
+        let r = registry(&[("a", 1, 512)]);
+        assert_eq!(
+            r.add_node("a", spec(2, 1024)),
+            Err(RegistryError::DuplicateNode("a".into()))
+        );
+        assert_eq!(
+            r.node("a").unwrap().cores,
+            1,
+            "the duplicate changed nothing"
+        );
+        assert_eq!(
+            r.remove_node("zz"),
+            Err(RegistryError::UnknownNode("zz".into()))
+        );
+        assert_eq!(
+            r.set_manager_connected("zz", true),
+            Err(RegistryError::UnknownNode("zz".into()))
+        );
+        assert!(r.release_node("zz").is_empty());
+        assert!(
+            RegistryError::DuplicateNode("a".into())
+                .to_string()
+                .contains("\"a\"")
+        );
+    }
+
+    #[test]
+    fn invalid_specs_are_refused() {
+        let r = Registry::new();
+        let bad = |name: &str, s: NodeSpec| match r.add_node(name, s) {
+            Err(RegistryError::InvalidSpec(msg)) => msg,
+            other => panic!("{other:?}"),
+        };
+        assert!(bad("", spec(1, 1)).contains("empty"));
+        assert!(bad("a", spec(0, 1)).contains("cores"));
+        assert!(bad("a", spec(1, 0)).contains("memory"));
+        let mut s = spec(1, 1);
+        s.port = 0;
+        assert!(bad("a", s).contains("port"));
+        let mut s = spec(1, 1);
+        s.ip_address = "host.example".into();
+        assert!(bad("a", s).contains("\"host.example\""));
+        let mut s = spec(1, 1);
+        s.ip_address = "::1".into();
+        r.add_node("v6", s).unwrap();
+        assert_eq!(r.nodes().len(), 1);
+    }
+
+    #[test]
+    fn a_node_without_a_connected_manager_is_never_granted() {
+        let r = Registry::new();
+        r.add_node("a", spec(8, 8192)).unwrap();
+        assert!(matches!(
+            r.grant(1, 1),
+            Err(RegistryError::NoResources { .. })
+        ));
+        r.set_manager_connected("a", true).unwrap();
+        let g = r.grant(1, 1).unwrap();
+        // Manager gone: its lease is released, and no more grants there.
+        let released = r.release_node("a");
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].lease_id, g.lease_id);
+        assert_eq!(released[0].state, LeaseState::Released);
+        assert!(!r.node("a").unwrap().manager_connected);
+        assert_eq!(free(&r, "a"), (8, 8192));
+        assert!(matches!(
+            r.grant(1, 1),
+            Err(RegistryError::NoResources { .. })
+        ));
+        assert!(r.release_node("a").is_empty());
+    }
+
+    #[test]
+    fn removing_a_node_releases_its_leases() {
+        let r = registry(&[("a", 4, 1024), ("b", 4, 1024)]);
+        let on_a = r.grant(4, 1024).unwrap();
+        let on_b = r.grant(1, 1).unwrap();
+        assert_eq!((on_a.node.as_str(), on_b.node.as_str()), ("a", "b"));
+        let removed = r.remove_node("a").unwrap();
+        assert_eq!((removed.leased_cores, removed.free_cores), (4, 0));
+        assert!(r.node("a").is_none());
+        let leases = r.leases();
+        assert_eq!(leases[0].state, LeaseState::Released);
+        assert_eq!(leases[1].state, LeaseState::Active);
+        assert_eq!(
+            r.close(on_a.lease_id, Billing::default()),
+            Err(RegistryError::LeaseNotActive(1))
+        );
+        // The name can come back, fresh.
+        r.add_node("a", spec(2, 10)).unwrap();
+        assert_eq!(free(&r, "a"), (2, 10));
+    }
+
+    #[test]
+    fn database_round_trip() {
+        let text = r#"{"executors":[
+            {"node":"n2","address":"10.0.0.2","port":10006,"cores":4,"memory":2048},
+            {"node":"exec-mgr-node","address":"127.0.0.1","port":10005,"cores":1,"memory":512}]}"#;
+        let db: ExecutorsDatabase = serde_json::from_str(text).unwrap();
+        let r = Registry::from_database(&db).unwrap();
+        let nodes = r.nodes();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].node, "exec-mgr-node", "sorted by name");
+        assert!(nodes.iter().all(|n| !n.manager_connected));
+        let out = r.to_database();
+        let mut expected = db.executors.clone();
+        expected.sort_by(|a, b| a.node.cmp(&b.node));
+        assert_eq!(out.executors, expected);
+        let again = Registry::from_database(&out).unwrap();
+        assert_eq!(again.nodes(), nodes);
+
+        let mut dup = db.clone();
+        dup.executors.push(db.executors[0].clone());
+        assert_eq!(
+            Registry::from_database(&dup).unwrap_err(),
+            RegistryError::DuplicateNode("n2".into())
+        );
+    }
+
+    #[test]
+    fn clones_share_state_across_threads() {
+        let r = registry(&[("a", 64, 64)]);
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    (0..8)
+                        .map(|_| r.grant(1, 1).unwrap().lease_id)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut ids: Vec<u32> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=64).collect::<Vec<_>>());
+        assert_eq!(free(&r, "a"), (0, 0));
+    }
+}
