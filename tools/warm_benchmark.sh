@@ -3,22 +3,27 @@
 # and wasm functions, with the raw write-with-immediate ping-pong of the same provider beside
 # it in the same run. Prints medians (round trips) and writes every sample as CSV.
 #
-# Usage: tools/warm_benchmark.sh [-s SIZES] [-r REPETITIONS] [-w WARMUPS] [-d DEVICE]
-#                                [-o OUT_DIR] [-b BUILD_DIR] [--no-build]
+# The three are interleaved in rounds, so drift of a shared machine hits them alike; medians
+# are taken over all rounds' samples.
+#
+# Usage: tools/warm_benchmark.sh [-s SIZES] [-r REPETITIONS] [-n ROUNDS] [-w WARMUPS]
+#                                [-d DEVICE] [-o OUT_DIR] [-b BUILD_DIR] [--no-build]
 #   -s  comma-separated payload sizes in bytes      (default 1,65536)
-#   -r  measured invocations per size               (default 10000)
-#   -w  warm-up invocations per size                (default 1000)
+#   -r  measured invocations per size, all rounds   (default 10000)
+#   -n  rounds per size                             (default 5)
+#   -w  warm-up invocations per round               (default 1000)
 #   -d  device from tools/device_generator.sh       (default lo)
 #   -o  where configs, logs and CSV files go        (default results)
 #   -b  build directory (tools/build.sh)            (default build)
 set -euo pipefail
 
-sizes=1,65536 reps=10000 warmups=1000 device=lo out=results build=build do_build=1
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+sizes=1,65536 reps=10000 rounds=5 warmups=1000 device=lo out=results build=build do_build=1
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -s) sizes=$2; shift ;;
     -r) reps=$2; shift ;;
+    -n) rounds=$2; shift ;;
     -w) warmups=$2; shift ;;
     -d) device=$2; shift ;;
     -o) out=$2; shift ;;
@@ -42,7 +47,8 @@ address=$(jq -r '.devices[0].ip_address' "$out/devices.json")
 provider=$(jq -r '.devices[0].provider // "detected"' "$out/devices.json")
 jq --arg device "$device" '.config.rdma_device = $device' config/executor_manager.json > "$out/executor_manager.json"
 jq --arg address "$address" '.executors[0].address = $address' config/executors_database.json > "$out/executors_database.json"
-jq --arg device "$device" --argjson r "$reps" --argjson w "$warmups" \
+per_round=$(( (reps + rounds - 1) / rounds ))
+jq --arg device "$device" --argjson r "$per_round" --argjson w "$warmups" \
   '.config.rdma_device = $device | .benchmark.repetitions = $r | .benchmark.warmup_repetitions = $w' \
   config/benchmark.json > "$out/benchmark.json"
 
@@ -64,27 +70,39 @@ median_us() {
     | sort -n | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m / 1000 }'
 }
 
+# Appends the rows of a round's CSV ($2) to the size's CSV ($1), keeping one header.
+collect() {
+  if [ -f "$1" ]; then tail -n +2 "$2" >> "$1"; else cp "$2" "$1"; fi
+  rm -f "$2"
+}
+
 bench() { # kind size library
   "$build/benchmarks/warm_benchmarker" --config "$out/benchmark.json" --device-database "$out/devices.json" \
     --name empty --functions "$3" --executors-database "$out/executors_database.json" -s "$2" \
-    --output-stats "$out/$1_$2.csv" 2>> "$out/warm_benchmarker.log" | sed "s/^/[$1 $2 B] /" >&2
+    --output-stats "$out/round.csv" 2>> "$out/warm_benchmarker.log" | sed "s/^/[$1 $2 B] /" >&2
+  collect "$out/$1_$2.csv" "$out/round.csv"
 }
 
 rows=()
 for size in ${sizes//,/ }; do
-  echo "==> $size B: raw ping-pong, native, wasm" >&2
-  "$build/benchmarks/rdma_pingpong" --device-database "$out/devices.json" --name "$device" \
-    --repetitions "$reps" --warmup "$warmups" --sizes "$size" --output-stats "$out/raw_$size.csv" \
-    client --spawn-server >> "$out/rdma_pingpong.log" 2>&1
-  bench native "$size" "$build/examples/libfunctions.so"
-  bench wasm "$size" "$build/examples/functions.wasm"
+  rm -f "$out/raw_$size.csv" "$out/native_$size.csv" "$out/wasm_$size.csv"
+  for round in $(seq "$rounds"); do
+    echo "==> $size B, round $round/$rounds: raw ping-pong, native, wasm" >&2
+    "$build/benchmarks/rdma_pingpong" --device-database "$out/devices.json" --name "$device" client --spawn-server \
+      --repetitions "$per_round" --warmup "$warmups" --sizes "$size" --output-stats "$out/round.csv" \
+      >> "$out/rdma_pingpong.log" 2>&1
+    collect "$out/raw_$size.csv" "$out/round.csv"
+    bench native "$size" "$build/examples/libfunctions.so"
+    bench wasm "$size" "$build/examples/functions.wasm"
+  done
   raw=$(median_us "$out/raw_$size.csv") native=$(median_us "$out/native_$size.csv") wasm=$(median_us "$out/wasm_$size.csv")
   rows+=("$(awk -v s="$size" -v r="$raw" -v n="$native" -v w="$wasm" \
     'BEGIN { printf "%10d %14.3f %14.3f %14.3f %14.3f %14.3f", s, r, n, n - r, w, w - n }')")
 done
 
 echo
-echo "Warm benchmark of 'empty' on provider $provider, device $device ($address): medians of $reps round trips, usec"
+echo "Warm benchmark of 'empty' on provider $provider, device $device ($address)"
+echo "medians of $((per_round * rounds)) round trips in $rounds interleaved rounds, usec"
 printf '%s\n' "--------------------------------------------------------------------------------------------"
 printf '%10s %14s %14s %14s %14s %14s\n' "#bytes" "raw_rtt" "native" "native-raw" "wasm" "wasm-native"
 printf '%s\n' "${rows[@]}"

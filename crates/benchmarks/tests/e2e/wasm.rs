@@ -196,6 +196,8 @@ fn main_job_script_prints_the_comparison_table() {
             "1,4096",
             "-r",
             "200",
+            "-n",
+            "2",
             "-w",
             "20",
         ])
