@@ -454,7 +454,7 @@ impl Connection {
                 sge.len()
             )));
         }
-        if remote.addr % 8 != 0 {
+        if !remote.addr.is_multiple_of(8) {
             return Err(Error::InvalidArgument(format!(
                 "fetch-and-add target {:#x} is not 8-byte aligned",
                 remote.addr

@@ -190,7 +190,7 @@ impl MemoryRegion {
     /// The 8 bytes at `offset` as an atomic counter (the target of remote fetch-and-add).
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
         self.check(offset, 8)?;
-        if (self.addr() + offset as u64) % 8 != 0 {
+        if !(self.addr() + offset as u64).is_multiple_of(8) {
             return Err(Error::InvalidArgument(format!(
                 "offset {offset} is not 8-byte aligned for an atomic"
             )));

@@ -465,7 +465,7 @@ impl Shared {
 
     /// Runs a peer's fetch-and-add if its rights cover it; returns the old value.
     fn fetch_add(&self, h: &Header) -> Option<u64> {
-        if h.addr % 8 != 0 {
+        if !h.addr.is_multiple_of(8) {
             return None;
         }
         let (region, dst) = self.check_remote(h.rkey, h.addr, 8, Access::REMOTE_ATOMIC)?;
