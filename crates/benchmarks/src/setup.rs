@@ -128,9 +128,3 @@ impl Client {
         })
     }
 }
-
-/// Prints an error chain once, as every binary does on failure.
-pub fn report(program: &str, e: &anyhow::Error) -> std::process::ExitCode {
-    eprintln!("{program}: {e:#}");
-    std::process::ExitCode::FAILURE
-}

@@ -31,14 +31,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::logging::init(args.verbose);
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("executor_manager: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    rfaas::cli::run("executor_manager", args.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {

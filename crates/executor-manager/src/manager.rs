@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use rdmalib::{
     Access, CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, Listener,
-    MemoryRegion, Opcode, ProtectionDomain, QpConfig, SendFlags,
+    MemoryRegion, Opcode, ProtectionDomain, QpConfig,
 };
 use rfaas::config::ExecutorManagerConfig;
+use rfaas::mailbox::Mailbox;
 use rfaas::protocol::{
     AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, LeaseClosed,
-    MAX_MESSAGE_LEN, MessageKind, ProtocolError, Role, billing,
+    MessageKind, ProtocolError, Role, billing,
 };
 
 use crate::resource_manager::ResourceManagerLink;
@@ -26,8 +27,7 @@ const RECORDS: usize = 1024;
 
 struct Client {
     conn: Connection,
-    /// `CLIENT_SLOTS` receive slots, then one send slot.
-    buf: MemoryRegion,
+    mailbox: Mailbox,
 }
 
 struct Allocation {
@@ -176,17 +176,10 @@ impl Manager {
             .max_inline_data(self.max_inline_data)
             .max_recv_wr(CLIENT_SLOTS as u32);
         let conn = req.accept(&self.pd, &qp, &[])?;
-        let buf = self
-            .pd
-            .register(MAX_MESSAGE_LEN * (CLIENT_SLOTS + 1), Access::LOCAL_WRITE)?;
-        for slot in 0..CLIENT_SLOTS {
-            conn.post_recv(
-                slot as u64,
-                buf.sge(slot * MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?,
-            )?;
-        }
+        let mailbox = Mailbox::new(&self.pd, CLIENT_SLOTS, CLIENT_SLOTS)?;
+        mailbox.post_receives(&conn)?;
         let qp_num = conn.qp_num();
-        self.clients.insert(qp_num, Client { conn, buf });
+        self.clients.insert(qp_num, Client { conn, mailbox });
         Ok(qp_num)
     }
 
@@ -216,21 +209,15 @@ impl Manager {
         let Some(client) = self.clients.get(&wc.qp_num) else {
             return;
         };
-        let offset = wc.wr_id as usize * MAX_MESSAGE_LEN;
-        let mut raw = vec![0; (wc.byte_len as usize).min(MAX_MESSAGE_LEN)];
-        if client.buf.read(offset, &mut raw).is_err() {
-            return;
-        }
-        if let Ok(sge) = client.buf.sge(offset, MAX_MESSAGE_LEN)
-            && let Err(e) = client.conn.post_recv(wc.wr_id, sge)
-        {
-            tracing::debug!("reposting a receive for {}: {e}", client.conn.peer_addr());
-        }
         let peer = client.conn.peer_addr();
-        let response = match (
-            MessageKind::from_imm(wc.imm.unwrap_or(0)),
-            AllocationRequest::decode(&raw),
-        ) {
+        let message = match client.mailbox.take(&client.conn, wc) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("reading a message from {peer}: {e}");
+                return;
+            }
+        };
+        let response = match (message.kind, AllocationRequest::decode(&message.payload)) {
             (Some(MessageKind::AllocationRequest), Ok(request)) => {
                 self.allocate(wc.qp_num, &request)
             }
@@ -401,16 +388,7 @@ impl Manager {
         let Some(client) = self.clients.get(&client_qp) else {
             return;
         };
-        let offset = CLIENT_SLOTS * MAX_MESSAGE_LEN;
-        let sent = client
-            .buf
-            .write(offset, payload)
-            .and_then(|()| client.buf.sge(offset, payload.len()))
-            .and_then(|sge| {
-                client
-                    .conn
-                    .post_send(0, sge, Some(kind as u32), SendFlags::UNSIGNALED)
-            });
+        let sent = client.mailbox.send(&client.conn, kind, payload);
         if let Err(e) = sent {
             tracing::warn!(
                 "could not send {kind:?} to {}: {e}",

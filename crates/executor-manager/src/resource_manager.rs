@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use rdmalib::{
-    Access, Completion, CompletionQueue, Connection, Context, MemoryRegion, Opcode,
-    ProtectionDomain, QpConfig, SendFlags,
+    Completion, CompletionQueue, Connection, Context, Opcode, ProtectionDomain, QpConfig,
 };
 use rfaas::config::ManagerSection;
+use rfaas::mailbox::Mailbox;
 use rfaas::protocol::{
-    Hello, LeaseAck, LeaseClosed, LeaseNotice, MAX_MESSAGE_LEN, MessageKind, NodeRegistration, Role,
+    Hello, LeaseAck, LeaseClosed, LeaseNotice, MessageKind, NodeRegistration, Role,
 };
 
 /// Receive slots on the link.
@@ -32,8 +32,7 @@ pub struct ResourceManagerLink {
     conn: Connection,
     send_cq: CompletionQueue,
     recv_cq: CompletionQueue,
-    /// `SLOTS` receive slots, then one send slot.
-    buf: MemoryRegion,
+    mailbox: Mailbox,
     pub leases: HashMap<u32, KnownLease>,
     address: SocketAddr,
 }
@@ -82,18 +81,13 @@ impl ResourceManagerLink {
                 }
                 other => anyhow::anyhow!("cannot reach the resource manager at {address}: {other}"),
             })?;
-        let buf = pd.register(MAX_MESSAGE_LEN * (SLOTS + 1), Access::LOCAL_WRITE)?;
-        for slot in 0..SLOTS {
-            conn.post_recv(
-                slot as u64,
-                buf.sge(slot * MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?,
-            )?;
-        }
+        let mailbox = Mailbox::new(pd, SLOTS, 1)?;
+        mailbox.post_receives(&conn)?;
         let link = ResourceManagerLink {
             conn,
             send_cq,
             recv_cq,
-            buf,
+            mailbox,
             leases: HashMap::new(),
             address,
         };
@@ -125,15 +119,8 @@ impl ResourceManagerLink {
             if wc.opcode != Opcode::Recv {
                 continue;
             }
-            let offset = wc.wr_id as usize * MAX_MESSAGE_LEN;
-            let mut raw = vec![0; (wc.byte_len as usize).min(MAX_MESSAGE_LEN)];
-            self.buf.read(offset, &mut raw)?;
-            self.conn
-                .post_recv(wc.wr_id, self.buf.sge(offset, MAX_MESSAGE_LEN)?)?;
-            match (
-                MessageKind::from_imm(wc.imm.unwrap_or(0)),
-                LeaseNotice::decode(&raw),
-            ) {
+            let message = self.mailbox.take(&self.conn, wc)?;
+            match (message.kind, LeaseNotice::decode(&message.payload)) {
                 (Some(MessageKind::LeaseNotice), Ok(notice)) => {
                     tracing::info!(
                         "Lease {}: {} core(s), {} MiB announced",
@@ -181,14 +168,7 @@ impl ResourceManagerLink {
     }
 
     fn send(&self, kind: MessageKind, payload: &[u8]) -> Result<()> {
-        let offset = SLOTS * MAX_MESSAGE_LEN;
-        self.buf.write(offset, payload)?;
-        self.conn.post_send(
-            0,
-            self.buf.sge(offset, payload.len())?,
-            Some(kind as u32),
-            SendFlags::SIGNALED,
-        )?;
+        self.mailbox.send(&self.conn, kind, payload)?;
         // The send slot is reused by the next message: wait until this one has left.
         let wc = self
             .send_cq

@@ -80,14 +80,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::logging::init(args.verbose);
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("executor: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    rfaas::cli::run("executor", args.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use rdmalib::{
-    Access, CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, Listener,
-    MemoryRegion, Opcode, ProtectionDomain, QpConfig, SendFlags,
+    CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, Listener, Opcode,
+    ProtectionDomain, QpConfig,
 };
+use rfaas::mailbox::Mailbox;
 use rfaas::protocol::{
     Hello, LeaseAck, LeaseClosed, LeaseNotice, LeaseRequest, LeaseResponse, LeaseStatus,
-    MAX_MESSAGE_LEN, MessageKind, NodeRegistration, ProtocolError, Role,
+    MessageKind, NodeRegistration, ProtocolError, Role,
 };
 
 use resource_manager::registry::{Billing, Grant, Registry, RegistryError};
@@ -32,9 +33,8 @@ enum Kind {
 
 struct Peer {
     conn: Connection,
-    buf: MemoryRegion,
+    mailbox: Mailbox,
     kind: Kind,
-    next_send: usize,
 }
 
 /// A lease granted in the registry whose manager has not confirmed it yet.
@@ -146,16 +146,8 @@ impl Broker {
     fn accept(&mut self, req: rdmalib::ConnectRequest, kind: Kind) -> Result<()> {
         let qp = QpConfig::new(&self.send_cq, &self.recv_cq).max_recv_wr(RECV_SLOTS as u32);
         let conn = req.accept(&self.pd, &qp, &[])?;
-        let buf = self.pd.register(
-            MAX_MESSAGE_LEN * (RECV_SLOTS + SEND_SLOTS),
-            Access::LOCAL_WRITE,
-        )?;
-        for slot in 0..RECV_SLOTS {
-            conn.post_recv(
-                slot as u64,
-                buf.sge(slot * MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?,
-            )?;
-        }
+        let mailbox = Mailbox::new(&self.pd, RECV_SLOTS, SEND_SLOTS)?;
+        mailbox.post_receives(&conn)?;
         tracing::info!(
             "{} {} connected",
             if matches!(kind, Kind::Client) {
@@ -169,9 +161,8 @@ impl Broker {
             conn.qp_num(),
             Peer {
                 conn,
-                buf,
+                mailbox,
                 kind,
-                next_send: 0,
             },
         );
         Ok(())
@@ -213,21 +204,17 @@ impl Broker {
         let Some(peer) = self.peers.get(&wc.qp_num) else {
             return;
         };
-        let offset = wc.wr_id as usize * MAX_MESSAGE_LEN;
-        let mut raw = vec![0; (wc.byte_len as usize).min(MAX_MESSAGE_LEN)];
-        if peer.buf.read(offset, &mut raw).is_err() {
-            return;
-        }
-        if let Err(e) = peer
-            .buf
-            .sge(offset, MAX_MESSAGE_LEN)
-            .and_then(|sge| peer.conn.post_recv(wc.wr_id, sge))
-        {
-            tracing::debug!("reposting a receive for {}: {e}", peer.conn.peer_addr());
-        }
+        let message = match peer.mailbox.take(&peer.conn, wc) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("reading a message from {}: {e}", peer.conn.peer_addr());
+                return;
+            }
+        };
+        let raw = message.payload;
         let from = peer.conn.peer_addr();
         let is_manager = matches!(peer.kind, Kind::Manager { .. });
-        let outcome = match (MessageKind::from_imm(wc.imm.unwrap_or(0)), is_manager) {
+        let outcome = match (message.kind, is_manager) {
             (Some(MessageKind::NodeRegistration), true) => {
                 NodeRegistration::decode(&raw).map(|r| self.register(wc.qp_num, r.node))
             }
@@ -400,19 +387,10 @@ impl Broker {
     }
 
     fn send(&mut self, qp_num: u32, kind: MessageKind, payload: &[u8]) {
-        let Some(peer) = self.peers.get_mut(&qp_num) else {
+        let Some(peer) = self.peers.get(&qp_num) else {
             return;
         };
-        let offset = (RECV_SLOTS + peer.next_send) * MAX_MESSAGE_LEN;
-        peer.next_send = (peer.next_send + 1) % SEND_SLOTS;
-        let sent = peer
-            .buf
-            .write(offset, payload)
-            .and_then(|()| peer.buf.sge(offset, payload.len()))
-            .and_then(|sge| {
-                peer.conn
-                    .post_send(0, sge, Some(kind as u32), SendFlags::SIGNALED)
-            });
+        let sent = peer.mailbox.send(&peer.conn, kind, payload);
         if let Err(e) = sent {
             tracing::warn!("could not send {kind:?} to {}: {e}", peer.conn.peer_addr());
         }

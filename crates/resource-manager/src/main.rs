@@ -39,14 +39,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::logging::init(args.verbose);
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("resource_manager: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    rfaas::cli::run("resource_manager", args.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {

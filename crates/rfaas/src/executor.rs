@@ -20,6 +20,7 @@ use rdmalib::{
 use crate::buffers::{InputBuffer, OutputBuffer};
 use crate::error::{Error, Result};
 use crate::lease::Lease;
+use crate::mailbox::Mailbox;
 use crate::protocol::{
     AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, INPUT_HEADER_LEN,
     InputHeader, MAX_MESSAGE_LEN, MessageKind, ReturnCode, Role, Sandbox, ThreadReady,
@@ -127,9 +128,7 @@ struct Inner {
     done_lock: Mutex<()>,
     async_in_flight: AtomicUsize,
     stop: AtomicBool,
-    manager: Connection,
-    manager_cq: CompletionQueue,
-    manager_buf: MemoryRegion,
+    manager: ManagerLink,
     pd: ProtectionDomain,
     // Dropped last: everything above belongs to it.
     _ctx: Context,
@@ -192,14 +191,13 @@ impl Executor {
         );
 
         let manager_cq = ctx.create_cq(16)?;
-        let manager_buf = pd.register(MAX_MESSAGE_LEN * 5, Access::LOCAL_WRITE)?;
         let hello = Hello {
             role: Role::Client,
             allocation_id: 0,
             thread: 0,
             secret: 0,
         };
-        let manager = ctx
+        let conn = ctx
             .connect(
                 &pd,
                 lease.address,
@@ -215,12 +213,12 @@ impl Executor {
                     lease.node, lease.address
                 )),
             })?;
-        for i in 1..5 {
-            manager.post_recv(
-                i,
-                manager_buf.sge(i as usize * MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?,
-            )?;
-        }
+        let manager = ManagerLink {
+            mailbox: Mailbox::new(&pd, 4, 1)?,
+            conn,
+            cq: manager_cq,
+        };
+        manager.mailbox.post_receives(&manager.conn)?;
         times.connect = started.elapsed();
 
         let request = AllocationRequest {
@@ -235,33 +233,24 @@ impl Executor {
             time_limit_ms: spec.time_limit_ms,
             client: listener.local_addr(),
         };
-        let encoded = request.encode();
-        manager_buf.write(0, &encoded)?;
-        manager.post_send(
-            0,
-            manager_buf.sge(0, encoded.len())?,
-            Some(MessageKind::AllocationRequest as u32),
-            SendFlags::SIGNALED,
+        manager.mailbox.send(
+            &manager.conn,
+            MessageKind::AllocationRequest,
+            &request.encode(),
         )?;
         let response = loop {
-            let wc = wait(&manager_cq, spec.timeout, "the executor manager's answer")?;
-            if wc.opcode == Opcode::Recv
-                && wc.is_ok()
-                && wc.imm == Some(MessageKind::AllocationResponse as u32)
-            {
-                let mut raw = vec![0; wc.byte_len as usize];
-                manager_buf.read(wc.wr_id as usize * MAX_MESSAGE_LEN, &mut raw)?;
-                manager.post_recv(
-                    wc.wr_id,
-                    manager_buf.sge(wc.wr_id as usize * MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?,
-                )?;
-                break AllocationResponse::decode(&raw)?;
-            }
+            let wc = wait(&manager.cq, spec.timeout, "the executor manager's answer")?;
             if !wc.is_ok() {
                 return Err(Error::NoExecutor(format!(
                     "the executor manager at {} closed the connection",
                     lease.address
                 )));
+            }
+            if wc.opcode == Opcode::Recv {
+                let message = manager.mailbox.take(&manager.conn, &wc)?;
+                if message.kind == Some(MessageKind::AllocationResponse) {
+                    break AllocationResponse::decode(&message.payload)?;
+                }
             }
         };
         if response.status != AllocationStatus::Accepted {
@@ -281,7 +270,7 @@ impl Executor {
         let mut conns: Vec<Option<Connection>> = (0..spec.cores).map(|_| None).collect();
         let deadline = Instant::now() + spec.timeout;
         while conns.iter().any(Option::is_none) {
-            check_manager(&manager_cq, &manager_buf, allocation_id)?;
+            manager.check_exit(allocation_id)?;
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .ok_or_else(|| {
@@ -341,13 +330,13 @@ impl Executor {
         let mut ready: Vec<Option<ThreadReady>> = (0..spec.cores).map(|_| None).collect();
         let mut code_sent = false;
         while !code_sent || ready.iter().any(Option::is_none) {
-            check_manager(&manager_cq, &manager_buf, allocation_id)?;
+            manager.check_exit(allocation_id)?;
             for cq in [&send_cq, &recv_cq] {
                 let Some(wc) = cq.wait_one(Some(Duration::from_millis(20)))? else {
                     continue;
                 };
                 if !wc.is_ok() {
-                    let exit = wait_exit(&manager_cq, &manager_buf, allocation_id);
+                    let exit = manager.wait_exit(allocation_id);
                     return Err(Error::ExecutorLost(
                         exit.unwrap_or_else(|| format!("connection failed: {:?}", wc.status)),
                     ));
@@ -422,8 +411,6 @@ impl Executor {
             async_in_flight: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             manager,
-            manager_cq,
-            manager_buf,
             pd,
             _ctx: ctx,
         });
@@ -615,7 +602,7 @@ impl Executor {
         for t in &self.inner.threads {
             t.conn.disconnect();
         }
-        self.inner.manager.disconnect();
+        self.inner.manager.conn.disconnect();
     }
 }
 
@@ -847,7 +834,9 @@ impl Inner {
     fn mark_lost(&self, fallback: String) {
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         if lost.is_none() {
-            let why = wait_exit(&self.manager_cq, &self.manager_buf, self.allocation_id)
+            let why = self
+                .manager
+                .wait_exit(self.allocation_id)
                 .unwrap_or(fallback);
             tracing::warn!("allocation {}: {why}", self.allocation_id);
             *lost = Some(why);
@@ -944,43 +933,44 @@ fn wait(cq: &CompletionQueue, timeout: Duration, what: &str) -> Result<Completio
         .ok_or_else(|| Error::Timeout(format!("no answer from {what} within {timeout:?}")))
 }
 
-/// Fails if the manager reported that our executor exited.
-fn check_manager(cq: &CompletionQueue, buf: &MemoryRegion, allocation_id: u32) -> Result<()> {
-    match poll_exit(cq, buf, allocation_id, Duration::ZERO) {
-        Some(exit) => Err(Error::ExecutorLost(exit)),
-        None => Ok(()),
+/// The client's connection to the executor manager of its allocation.
+struct ManagerLink {
+    conn: Connection,
+    cq: CompletionQueue,
+    mailbox: Mailbox,
+}
+
+impl ManagerLink {
+    /// Fails if the manager reported that our executor exited.
+    fn check_exit(&self, allocation_id: u32) -> Result<()> {
+        match self.poll_exit(allocation_id, Duration::ZERO) {
+            Some(exit) => Err(Error::ExecutorLost(exit)),
+            None => Ok(()),
+        }
     }
-}
 
-/// Gives the manager a moment to say why our executor died.
-fn wait_exit(cq: &CompletionQueue, buf: &MemoryRegion, allocation_id: u32) -> Option<String> {
-    poll_exit(cq, buf, allocation_id, Duration::from_millis(500))
-}
+    /// Gives the manager a moment to say why our executor died.
+    fn wait_exit(&self, allocation_id: u32) -> Option<String> {
+        self.poll_exit(allocation_id, Duration::from_millis(500))
+    }
 
-fn poll_exit(
-    cq: &CompletionQueue,
-    buf: &MemoryRegion,
-    allocation_id: u32,
-    timeout: Duration,
-) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let wc = match cq.poll_one() {
-            Ok(Some(wc)) => wc,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
+    fn poll_exit(&self, allocation_id: u32, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wc = match self.cq.poll_one() {
+                Ok(Some(wc)) => wc,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                _ => return None,
+            };
+            if !wc.is_ok() || wc.opcode != Opcode::Recv {
                 continue;
             }
-            _ => return None,
-        };
-        if wc.is_ok()
-            && wc.opcode == Opcode::Recv
-            && wc.imm == Some(MessageKind::ExecutorExit as u32)
-        {
-            let mut raw = vec![0; wc.byte_len as usize];
-            buf.read(wc.wr_id as usize * MAX_MESSAGE_LEN, &mut raw)
-                .ok()?;
-            if let Ok(exit) = ExecutorExit::decode(&raw)
+            let message = self.mailbox.take(&self.conn, &wc).ok()?;
+            if message.kind == Some(MessageKind::ExecutorExit)
+                && let Ok(exit) = ExecutorExit::decode(&message.payload)
                 && exit.allocation_id == allocation_id
             {
                 return Some(exit.to_string());

@@ -69,15 +69,13 @@ impl Lease {
         memory_mb: u32,
         timeout: std::time::Duration,
     ) -> Result<Lease> {
-        use crate::protocol::{
-            Hello, LeaseRequest, LeaseResponse, LeaseStatus, MAX_MESSAGE_LEN, MessageKind, Role,
-        };
-        use rdmalib::{Access, Context, Opcode, QpConfig, SendFlags};
+        use crate::mailbox::Mailbox;
+        use crate::protocol::{Hello, LeaseRequest, LeaseResponse, LeaseStatus, MessageKind, Role};
+        use rdmalib::{Context, Opcode, QpConfig};
 
         let ctx = Context::open(device)?;
         let pd = ctx.alloc_pd()?;
         let cq = ctx.create_cq(8)?;
-        let buf = pd.register(2 * MAX_MESSAGE_LEN, Access::LOCAL_WRITE)?;
         let hello = Hello {
             role: Role::Client,
             allocation_id: 0,
@@ -100,14 +98,12 @@ impl Lease {
                     "cannot reach the resource manager at {resource_manager}: {other}"
                 )),
             })?;
-        conn.post_recv(1, buf.sge(MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?)?;
-        let request = LeaseRequest { cores, memory_mb }.encode();
-        buf.write(0, &request)?;
-        conn.post_send(
-            0,
-            buf.sge(0, request.len())?,
-            Some(MessageKind::LeaseRequest as u32),
-            SendFlags::SIGNALED,
+        let mailbox = Mailbox::new(&pd, 1, 1)?;
+        mailbox.post_receives(&conn)?;
+        mailbox.send(
+            &conn,
+            MessageKind::LeaseRequest,
+            &LeaseRequest { cores, memory_mb }.encode(),
         )?;
         let deadline = std::time::Instant::now() + timeout;
         let response = loop {
@@ -122,10 +118,11 @@ impl Lease {
                     "the resource manager at {resource_manager} closed the connection"
                 )));
             }
-            if wc.opcode == Opcode::Recv && wc.imm == Some(MessageKind::LeaseResponse as u32) {
-                let mut raw = vec![0; wc.byte_len as usize];
-                buf.read(MAX_MESSAGE_LEN, &mut raw)?;
-                break LeaseResponse::decode(&raw)?;
+            if wc.opcode == Opcode::Recv {
+                let message = mailbox.take(&conn, &wc)?;
+                if message.kind == Some(MessageKind::LeaseResponse) {
+                    break LeaseResponse::decode(&message.payload)?;
+                }
             }
         };
         conn.disconnect();

@@ -27,11 +27,13 @@
 #![deny(missing_docs)]
 
 mod buffers;
+pub mod cli;
 pub mod config;
 mod error;
 mod executor;
 mod lease;
 pub mod logging;
+pub mod mailbox;
 pub mod protocol;
 pub mod signals;
 

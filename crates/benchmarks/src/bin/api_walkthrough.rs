@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Result, ensure};
-use benchmarks::setup::{Client, ClientArgs, report};
+use benchmarks::setup::{Client, ClientArgs};
 use clap::Parser;
 use rfaas::{Executor, FunctionId, InputBuffer, OutputBuffer};
 
@@ -25,11 +25,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::logging::init(args.client.verbose);
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report("api_walkthrough", &e),
-    }
+    rfaas::cli::run("api_walkthrough", args.client.verbose, || run(&args))
 }
 
 struct Step<'a> {

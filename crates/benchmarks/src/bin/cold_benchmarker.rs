@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use benchmarks::setup::{Client, ClientArgs, report};
+use benchmarks::setup::{Client, ClientArgs};
 use benchmarks::{CsvWriter, Samples};
 use clap::Parser;
 use rfaas::Executor;
@@ -54,11 +54,7 @@ const COLUMNS: [&str; 8] = [
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::logging::init(args.client.verbose);
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report("cold_benchmarker", &e),
-    }
+    rfaas::cli::run("cold_benchmarker", args.client.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {

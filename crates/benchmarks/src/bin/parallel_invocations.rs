@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use benchmarks::setup::{Client, ClientArgs, report};
+use benchmarks::setup::{Client, ClientArgs};
 use benchmarks::{CsvWriter, Samples};
 use clap::Parser;
 
@@ -29,11 +29,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::logging::init(args.client.verbose);
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report("parallel_invocations", &e),
-    }
+    rfaas::cli::run("parallel_invocations", args.client.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {

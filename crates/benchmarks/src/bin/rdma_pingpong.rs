@@ -13,7 +13,7 @@
 //! rdma_pingpong client --spawn-server --sizes 1,4096,1048576 --output-stats rtt.csv
 //! ```
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -156,29 +156,7 @@ fn parse_size(text: &str) -> Result<u32, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rdma_pingpong: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    rfaas::cli::run("rdma_pingpong", cli.verbose, || run(&cli))
 }
 
 fn run(cli: &Cli) -> Result<()> {

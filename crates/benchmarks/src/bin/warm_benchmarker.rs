@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use benchmarks::setup::{Client, ClientArgs, report};
+use benchmarks::setup::{Client, ClientArgs};
 use benchmarks::{CsvWriter, Samples};
 use clap::Parser;
 
@@ -35,11 +35,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::logging::init(args.client.verbose);
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => report("warm_benchmarker", &e),
-    }
+    rfaas::cli::run("warm_benchmarker", args.client.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {

@@ -199,15 +199,6 @@ fn a_wrong_secret_is_rejected_and_logged() {
     );
 }
 
-fn device() -> rdmalib::DeviceConfig {
-    rdmalib::DeviceDatabase::parse(
-        r#"{"devices":[{"name":"lo","ip_address":"127.0.0.1","port":0,"max_inline_data":0,"default_receive_buffer_size":32,"provider":"tcp"}]}"#,
-    )
-    .unwrap()
-    .devices
-    .remove(0)
-}
-
 #[test]
 fn unknown_leases_and_oversized_requests_are_clear_errors() {
     let _serial = serial();
@@ -221,21 +212,33 @@ fn unknown_leases_and_oversized_requests_are_clear_errors() {
         cores: 1,
         memory_mb: 256,
     };
-    match Executor::allocate(&device(), &forged, &code, &AllocationSpec::default()) {
+    match Executor::allocate(
+        &loopback_device(),
+        &forged,
+        &code,
+        &AllocationSpec::default(),
+    ) {
         Err(Error::Refused(msg)) => {
             assert!(msg.contains("UnknownLease") && msg.contains("999"), "{msg}")
         }
         Err(other) => panic!("expected an unknown-lease refusal, got {other}"),
         Ok(_) => panic!("a forged lease was accepted"),
     }
-    match Lease::from_resource_manager(&device(), rm.rdma, 64, 256, Duration::from_secs(5)) {
+    match Lease::from_resource_manager(&loopback_device(), rm.rdma, 64, 256, Duration::from_secs(5))
+    {
         Err(Error::NoExecutor(msg)) => assert!(msg.contains("cannot lease 64 core(s)"), "{msg}"),
         other => panic!("expected no resources, got {other:?}"),
     }
     let lease =
-        Lease::from_resource_manager(&device(), rm.rdma, 1, 256, Duration::from_secs(5)).unwrap();
-    let executor =
-        Executor::allocate(&device(), &lease, &code, &AllocationSpec::default()).unwrap();
+        Lease::from_resource_manager(&loopback_device(), rm.rdma, 1, 256, Duration::from_secs(5))
+            .unwrap();
+    let executor = Executor::allocate(
+        &loopback_device(),
+        &lease,
+        &code,
+        &AllocationSpec::default(),
+    )
+    .unwrap();
     assert_eq!(executor.functions().len(), 5);
 }
 
@@ -245,7 +248,8 @@ fn a_manager_that_dies_holding_a_lease_releases_it() {
     let dir = TempDir::new("manager-dies");
     let (rm, mut manager) = registered_deployment(&dir);
     let lease =
-        Lease::from_resource_manager(&device(), rm.rdma, 1, 256, Duration::from_secs(5)).unwrap();
+        Lease::from_resource_manager(&loopback_device(), rm.rdma, 1, 256, Duration::from_secs(5))
+            .unwrap();
     let leases = get_json(&rm, "/leases");
     assert_eq!(leases["leases"][0]["state"], "active", "{leases}");
     assert_eq!(
@@ -264,7 +268,8 @@ fn a_manager_that_dies_holding_a_lease_releases_it() {
     let nodes = get_json(&rm, "/executors");
     assert_eq!(nodes["executors"][0]["manager_connected"], false, "{nodes}");
     assert_eq!(nodes["executors"][0]["free_cores"], 1, "{nodes}");
-    match Lease::from_resource_manager(&device(), rm.rdma, 1, 256, Duration::from_secs(5)) {
+    match Lease::from_resource_manager(&loopback_device(), rm.rdma, 1, 256, Duration::from_secs(5))
+    {
         Err(Error::NoExecutor(msg)) => assert!(msg.contains("cannot lease"), "{msg}"),
         other => panic!("a node without a manager must not be leased, got {other:?}"),
     }

@@ -269,3 +269,43 @@ pub fn arg(path: &Path) -> &str {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The loopback device on the tcp provider, for clients in the test process.
+pub fn loopback_device() -> rdmalib::DeviceConfig {
+    rdmalib::DeviceConfig {
+        name: "lo".into(),
+        ip_address: "127.0.0.1".into(),
+        port: 0,
+        max_inline_data: 0,
+        default_receive_buffer_size: 32,
+        provider: Some(rdmalib::ProviderKind::Tcp),
+    }
+}
+
+/// Allocates on `manager` without a resource manager.
+pub fn allocate(
+    manager: &Manager,
+    code: &[u8],
+    spec: &rfaas::AllocationSpec,
+) -> rfaas::Result<rfaas::Executor> {
+    let lease = rfaas::Lease {
+        lease_id: 0,
+        node: "exec-mgr-node".into(),
+        address: manager.addr,
+        cores: spec.cores,
+        memory_mb: 512,
+    };
+    rfaas::Executor::allocate(&loopback_device(), &lease, code, spec)
+}
+
+/// One call of `empty` on `size` bytes of `fill`; checks the bytes that come back.
+pub fn echo_once(executor: &rfaas::Executor, fill: u8, size: usize) -> rfaas::Result<()> {
+    let empty = executor.function("empty")?;
+    let (input, output) = (executor.input_buffer(size)?, executor.output_buffer(size)?);
+    input.write(&vec![fill; size])?;
+    output.fill(0)?;
+    let len = executor.execute(empty, &input, size, &output)?;
+    assert_eq!(len as usize, size);
+    assert_eq!(output.to_vec(size)?, vec![fill; size]);
+    Ok(())
+}

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rfaas::{AllocationSpec, Error, Executor, Lease, ReturnCode};
+use rfaas::{AllocationSpec, Error, ReturnCode};
 
 use crate::harness::*;
 
@@ -150,33 +150,6 @@ fn tutorial_warm_benchmark_native() {
         );
     }
     assert!(manager.is_running(), "the manager keeps serving");
-}
-
-fn allocate(manager: &Manager, code: &[u8], spec: &AllocationSpec) -> rfaas::Result<Executor> {
-    let lease = Lease {
-        lease_id: 0,
-        node: "exec-mgr-node".into(),
-        address: manager.addr,
-        cores: spec.cores,
-        memory_mb: 512,
-    };
-    let device = rdmalib::DeviceDatabase::parse(
-        r#"{"devices":[{"name":"lo","ip_address":"127.0.0.1","port":0,"max_inline_data":0,"default_receive_buffer_size":32,"provider":"tcp"}]}"#,
-    )?
-    .devices
-    .remove(0);
-    Executor::allocate(&device, &lease, code, spec)
-}
-
-fn echo_once(executor: &Executor, fill: u8, size: usize) -> rfaas::Result<()> {
-    let empty = executor.function("empty")?;
-    let (input, output) = (executor.input_buffer(size)?, executor.output_buffer(size)?);
-    input.write(&vec![fill; size])?;
-    output.fill(0)?;
-    let len = executor.execute(empty, &input, size, &output)?;
-    assert_eq!(len as usize, size);
-    assert_eq!(output.to_vec(size)?, vec![fill; size]);
-    Ok(())
 }
 
 /// Hot (-1), warm (0), and hot for 20 ms then warm: calls before and after idle gaps longer

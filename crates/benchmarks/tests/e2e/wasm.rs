@@ -2,40 +2,9 @@
 
 use std::process::Command;
 
-use rfaas::{AllocationSpec, Error, Executor, Lease, ReturnCode};
+use rfaas::{AllocationSpec, Error, ReturnCode};
 
 use crate::harness::*;
-
-fn allocate(manager: &Manager, code: &[u8], spec: &AllocationSpec) -> rfaas::Result<Executor> {
-    let lease = Lease {
-        lease_id: 0,
-        node: "exec-mgr-node".into(),
-        address: manager.addr,
-        cores: spec.cores,
-        memory_mb: 512,
-    };
-    let device = rdmalib::DeviceDatabase::parse(
-        r#"{"devices":[{"name":"lo","ip_address":"127.0.0.1","port":0,"max_inline_data":0,"default_receive_buffer_size":32,"provider":"tcp"}]}"#,
-    )?
-    .devices
-    .remove(0);
-    Executor::allocate(&device, &lease, code, spec)
-}
-
-fn echo_once(executor: &Executor, fill: u8, size: usize) {
-    let empty = executor.function("empty").unwrap();
-    let (input, output) = (
-        executor.input_buffer(size).unwrap(),
-        executor.output_buffer(size).unwrap(),
-    );
-    input.write(&vec![fill; size]).unwrap();
-    output.fill(0).unwrap();
-    assert_eq!(
-        executor.execute(empty, &input, size, &output).unwrap() as usize,
-        size
-    );
-    assert_eq!(output.to_vec(size).unwrap(), vec![fill; size]);
-}
 
 /// warm_benchmarker with functions.wasm, as with libfunctions.so: 1 B, 4 KiB, 1 MiB, bytes equal.
 #[test]
@@ -128,7 +97,7 @@ fn traps_and_timeouts_are_return_codes() {
             "{name} took {:?}",
             started.elapsed()
         );
-        echo_once(&executor, 7, 48);
+        echo_once(&executor, 7, 48).unwrap();
     }
 }
 
@@ -177,7 +146,7 @@ fn wrong_code_is_a_clear_error_at_allocation() {
     assert!(err.contains("memory"), "{err}");
     assert!(manager.is_running());
     let executor = allocate(&manager, &wasm, &AllocationSpec::default()).unwrap();
-    echo_once(&executor, 3, 16);
+    echo_once(&executor, 3, 16).unwrap();
 }
 
 /// The main job's script runs end to end on a fresh layout (small sizes and repetitions).
