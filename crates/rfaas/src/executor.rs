@@ -95,6 +95,9 @@ const DONE: u8 = 2;
 const LOST: u32 = u32::MAX;
 
 struct ResultSlot {
+    /// Executor thread and input slot this result slot belongs to (fixed).
+    thread: usize,
+    slot: usize,
     state: AtomicU8,
     id: AtomicU32,
     code: AtomicU32,
@@ -107,6 +110,10 @@ struct Thread {
     input: RemoteBuffer,
     slot_size: u32,
     slot_count: u16,
+    /// Index of this thread's first result slot.
+    slot_base: usize,
+    /// Invocation ids cycle through `id_span * slot_count` values (slot = id % slot_count).
+    id_span: u32,
     /// Bit i set: slot i is free.
     free: AtomicU64,
     seq: AtomicU32,
@@ -123,6 +130,8 @@ struct Inner {
     max_payload: u32,
     sends: AtomicU64,
     lost: Mutex<Option<String>>,
+    /// Set with `lost`, so the hot path checks an atomic instead of taking the lock.
+    is_lost: AtomicBool,
     /// Woken when a result arrives for an asynchronous call, or when work for the poller appears.
     done: Condvar,
     done_lock: Mutex<()>,
@@ -366,6 +375,7 @@ impl Executor {
 
         let empty = pd.register(1, Access::LOCAL_WRITE)?;
         let mut threads = Vec::with_capacity(conns.len());
+        let mut slot_base = 0;
         for (t, (conn, ready)) in conns.into_iter().zip(ready).enumerate() {
             let ready = ready.expect("all ready");
             let slot_count = ready.slot_count.min(MAX_INPUT_BUFFERS);
@@ -382,6 +392,8 @@ impl Executor {
                 },
                 slot_size: ready.slot_size,
                 slot_count,
+                slot_base,
+                id_span: (u32::from(u16::MAX) + 1) / u32::from(slot_count),
                 free: AtomicU64::new(if slot_count == 64 {
                     u64::MAX
                 } else {
@@ -389,11 +401,13 @@ impl Executor {
                 }),
                 seq: AtomicU32::new(0),
             });
+            slot_base += slot_count as usize;
         }
         times.initialize = started.elapsed() - times.connect - times.submit - times.spawn_connect;
         let slots = threads
             .iter()
-            .flat_map(|t| (0..t.slot_count).map(|_| ResultSlot::default()))
+            .enumerate()
+            .flat_map(|(i, t)| (0..t.slot_count as usize).map(move |slot| ResultSlot::new(i, slot)))
             .collect();
         let inner = Arc::new(Inner {
             threads,
@@ -406,6 +420,7 @@ impl Executor {
             max_payload: spec.max_payload,
             sends: AtomicU64::new(0),
             lost: Mutex::new(None),
+            is_lost: AtomicBool::new(false),
             done: Condvar::new(),
             done_lock: Mutex::new(()),
             async_in_flight: AtomicUsize::new(0),
@@ -494,9 +509,7 @@ impl Executor {
         size: usize,
         output: &OutputBuffer,
     ) -> Result<u32> {
-        let index = self
-            .inner
-            .submit(thread, function, input, size, output, false)?;
+        let index = self.inner.submit(thread, function, input, size, output)?;
         self.inner.wait_hot(index)?;
         self.inner.take(index)
     }
@@ -512,10 +525,7 @@ impl Executor {
         output: &OutputBuffer,
     ) -> Result<Invocation> {
         self.inner.async_in_flight.fetch_add(1, Ordering::SeqCst);
-        let index = match self
-            .inner
-            .submit(thread, function, input, size, output, false)
-        {
+        let index = match self.inner.submit(thread, function, input, size, output) {
             Ok(index) => index,
             Err(e) => {
                 self.inner.async_in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -523,7 +533,7 @@ impl Executor {
             }
         };
         self.inner.done.notify_all();
-        let (t, slot) = self.inner.locate(index);
+        let (t, slot) = (self.inner.slots[index].thread, self.inner.slots[index].slot);
         Ok(Invocation {
             inner: self.inner.clone(),
             index,
@@ -551,10 +561,7 @@ impl Executor {
         let cores = self.cores();
         let mut indices = Vec::with_capacity(inputs.len());
         for (i, ((input, size), output)) in inputs.iter().zip(outputs).enumerate() {
-            match self
-                .inner
-                .submit(i % cores, function, input, *size, output, false)
-            {
+            match self.inner.submit(i % cores, function, input, *size, output) {
                 Ok(index) => indices.push(index),
                 Err(e) => {
                     for index in indices {
@@ -664,9 +671,11 @@ impl Drop for Invocation {
     }
 }
 
-impl Default for ResultSlot {
-    fn default() -> Self {
+impl ResultSlot {
+    fn new(thread: usize, slot: usize) -> Self {
         ResultSlot {
+            thread,
+            slot,
             state: AtomicU8::new(FREE),
             id: AtomicU32::new(0),
             code: AtomicU32::new(0),
@@ -676,25 +685,10 @@ impl Default for ResultSlot {
 }
 
 impl Inner {
-    fn slot_base(&self, thread: usize) -> usize {
-        self.threads[..thread]
-            .iter()
-            .map(|t| t.slot_count as usize)
-            .sum()
-    }
-
-    fn locate(&self, index: usize) -> (usize, usize) {
-        let mut base = 0;
-        for (t, thread) in self.threads.iter().enumerate() {
-            if index < base + thread.slot_count as usize {
-                return (t, index - base);
-            }
-            base += thread.slot_count as usize;
-        }
-        unreachable!("slot index {index} out of range")
-    }
-
     fn check_lost(&self) -> Result<()> {
+        if !self.is_lost.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match &*self.lost.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(why) => Err(Error::ExecutorLost(why.clone())),
             None => Ok(()),
@@ -709,7 +703,6 @@ impl Inner {
         input: &InputBuffer,
         size: usize,
         output: &OutputBuffer,
-        solicited: bool,
     ) -> Result<usize> {
         self.check_lost()?;
         let t = self.threads.get(thread).ok_or_else(|| {
@@ -738,9 +731,8 @@ impl Inner {
             ))
         })?;
         let seq = t.seq.fetch_add(1, Ordering::Relaxed);
-        let span = (u32::from(u16::MAX) + 1) / u32::from(t.slot_count);
-        let id = ((seq % span) * u32::from(t.slot_count) + slot as u32) as u16;
-        let index = self.slot_base(thread) + slot;
+        let id = ((seq % t.id_span) * u32::from(t.slot_count) + slot as u32) as u16;
+        let index = t.slot_base + slot;
         let rs = &self.slots[index];
         rs.id.store(u32::from(id), Ordering::Relaxed);
         rs.state.store(PENDING, Ordering::Release);
@@ -753,14 +745,13 @@ impl Inner {
         let flags = SendFlags {
             signaled: sends % SIGNAL_EVERY == SIGNAL_EVERY - 1,
             ..SendFlags::UNSIGNALED
-        }
-        .with_solicited(solicited);
+        };
         let remote = t.input.offset(slot as u32 * t.slot_size);
         let posted = t.conn.post_write_with_imm(
             index as u64,
             input.mr.sge(0, INPUT_HEADER_LEN + size)?,
             remote,
-            invocation_imm(id, function.0, solicited),
+            invocation_imm(id, function.0, false),
             flags,
         );
         if let Err(e) = posted {
@@ -815,7 +806,7 @@ impl Inner {
             tracing::debug!("reposting a receive failed: {e}");
         }
         let (id, code) = parse_result_imm(wc.imm.unwrap_or(0));
-        let index = self.slot_base(thread) + id as usize % t.slot_count as usize;
+        let index = t.slot_base + id as usize % t.slot_count as usize;
         let rs = &self.slots[index];
         if rs.id.load(Ordering::Relaxed) != u32::from(id)
             || rs.state.load(Ordering::Acquire) != PENDING
@@ -840,6 +831,7 @@ impl Inner {
                 .unwrap_or(fallback);
             tracing::warn!("allocation {}: {why}", self.allocation_id);
             *lost = Some(why);
+            self.is_lost.store(true, Ordering::Release);
         }
         drop(lost);
         for rs in &self.slots {
@@ -862,10 +854,9 @@ impl Inner {
             rs.len.load(Ordering::Relaxed),
         );
         rs.state.store(FREE, Ordering::Release);
-        let (thread, slot) = self.locate(index);
-        self.threads[thread]
+        self.threads[rs.thread]
             .free
-            .fetch_or(1 << slot, Ordering::AcqRel);
+            .fetch_or(1 << rs.slot, Ordering::AcqRel);
         if code == LOST {
             self.check_lost()?;
             return Err(Error::ExecutorLost("the executor went away".into()));
