@@ -3,7 +3,7 @@
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use rdmalib::{DeviceConfig, DeviceDatabase};
@@ -91,13 +91,24 @@ impl Client {
                             c.resource_manager_address
                         )
                     })?;
-                Ok(Lease::from_resource_manager(
-                    &self.device,
-                    address,
-                    b.numcores,
-                    b.memory,
-                    LEASE_TIMEOUT,
-                )?)
+                // Cores of a lease that just ended return once its manager reaped the executor.
+                let deadline = Instant::now() + LEASE_TIMEOUT;
+                loop {
+                    let lease = Lease::from_resource_manager(
+                        &self.device,
+                        address,
+                        b.numcores,
+                        b.memory,
+                        LEASE_TIMEOUT,
+                    );
+                    match lease {
+                        Err(rfaas::Error::NoResources(why)) if Instant::now() < deadline => {
+                            tracing::debug!("{why}; asking again");
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        other => return Ok(other?),
+                    }
+                }
             }
         }
     }

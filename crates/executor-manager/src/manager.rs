@@ -22,6 +22,8 @@ use crate::spawn::{Launcher, describe_exit};
 
 /// Receive slots per client connection.
 const CLIENT_SLOTS: usize = 4;
+/// How often an idle manager looks for executors that ended.
+const REAP_INTERVAL: Duration = Duration::from_millis(20);
 /// Accounting records (allocation id modulo this picks one).
 const RECORDS: usize = 1024;
 
@@ -53,6 +55,8 @@ pub struct Manager {
     resource_manager: Option<ResourceManagerLink>,
     launcher: Launcher,
     use_docker: bool,
+    /// Sleep on the completion channel when idle (`rdma-sleep`), else poll.
+    sleep: bool,
     max_inline_data: u32,
     next_allocation: u32,
     pd: ProtectionDomain,
@@ -94,6 +98,7 @@ impl Manager {
             resource_manager,
             launcher,
             use_docker: config.executor.use_docker,
+            sleep: config.config.rdma_sleep,
             max_inline_data: device.max_inline_data,
             next_allocation: 1,
             pd,
@@ -104,21 +109,28 @@ impl Manager {
     pub fn run(mut self) -> Result<()> {
         let mut wcs = [Completion::default(); 16];
         while !rfaas::signals::shutdown_requested() {
-            if let Some(event) = self.listener.get_event(Some(Duration::from_millis(5)))? {
+            let mut busy = false;
+            while let Some(event) = self.listener.get_event(Some(Duration::ZERO))? {
                 self.on_event(event);
+                busy = true;
             }
-            let n = self.recv_cq.poll(&mut wcs)?;
-            for wc in &wcs[..n] {
-                self.on_message(wc);
-            }
+            busy |= self.poll_messages(&mut wcs)?;
             while self.send_cq.poll(&mut wcs)? > 0 {}
-            if let Some(link) = &mut self.resource_manager
-                && let Err(e) = link.poll()
-            {
-                tracing::error!("{e:#}; leases can no longer be checked or reported");
-                self.resource_manager = None;
-            }
             self.reap();
+            if !busy && self.sleep {
+                // Arm, then look once more: what arrived before arming would not wake us.
+                self.recv_cq.req_notify(false)?;
+                if let Some(link) = &self.resource_manager {
+                    link.arm()?;
+                }
+                if self.poll_messages(&mut wcs)? {
+                    continue;
+                }
+                let link_cq = self.resource_manager.as_ref().map(ResourceManagerLink::cq);
+                let cqs: Vec<&CompletionQueue> =
+                    std::iter::once(&self.recv_cq).chain(link_cq).collect();
+                rdmalib::wait_any(Some(&self.listener), &cqs, REAP_INTERVAL)?;
+            }
         }
         tracing::info!(
             "Shutting down: stopping {} executor(s)",
@@ -130,6 +142,25 @@ impl Manager {
             tracing::debug!("stopped the executor of allocation {id}");
         }
         Ok(())
+    }
+
+    /// Handles client messages and the resource manager's; whether there were any.
+    fn poll_messages(&mut self, wcs: &mut [Completion]) -> Result<bool> {
+        let n = self.recv_cq.poll(wcs)?;
+        for wc in &wcs[..n] {
+            self.on_message(wc);
+        }
+        let mut from_link = false;
+        if let Some(link) = &mut self.resource_manager {
+            match link.poll() {
+                Ok(any) => from_link = any,
+                Err(e) => {
+                    tracing::error!("{e:#}; leases can no longer be checked or reported");
+                    self.resource_manager = None;
+                }
+            }
+        }
+        Ok(n > 0 || from_link)
     }
 
     fn on_event(&mut self, event: CmEvent) {

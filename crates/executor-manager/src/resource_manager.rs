@@ -105,8 +105,19 @@ impl ResourceManagerLink {
         Ok(link)
     }
 
-    /// Takes lease notices (and acknowledges them); expires leases nobody used.
-    pub fn poll(&mut self) -> Result<()> {
+    /// Arms the receive queue for [`rdmalib::wait_any`].
+    pub fn arm(&self) -> Result<()> {
+        Ok(self.recv_cq.req_notify(false)?)
+    }
+
+    /// The receive queue, to wait on.
+    pub fn cq(&self) -> &CompletionQueue {
+        &self.recv_cq
+    }
+
+    /// Takes lease notices (and acknowledges them); expires leases nobody used. Returns whether
+    /// a message came.
+    pub fn poll(&mut self) -> Result<bool> {
         let mut wcs = [Completion::default(); 8];
         let n = self.recv_cq.poll(&mut wcs)?;
         for wc in &wcs[..n] {
@@ -159,7 +170,7 @@ impl ResourceManagerLink {
                 ..LeaseClosed::default()
             })?;
         }
-        Ok(())
+        Ok(n > 0)
     }
 
     /// Reports a lease's end with its billing.

@@ -158,11 +158,14 @@ fn run(args: &Args) -> Result<()> {
             slot_count: layout.slot_count as u16,
             function_count: library.functions().len() as u16,
         };
-        send_message(&pd, &conn, &cq, MessageKind::ThreadReady, &ready.encode())?;
+        let announcement = ready.encode();
+        let ready_message = pd.register(announcement.len(), Access::LOCAL_WRITE)?;
+        ready_message.write(0, &announcement)?;
         let worker = Worker {
             thread: thread as u16,
             conn,
             cq,
+            ready_message,
             sandbox,
             layout,
             polling: Polling::from_hot_timeout(args.hot_timeout),

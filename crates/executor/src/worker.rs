@@ -5,9 +5,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use rdmalib::{Completion, CompletionQueue, Connection, Opcode, RemoteBuffer, SendFlags, Status};
+use rdmalib::{
+    Completion, CompletionQueue, Connection, MemoryRegion, Opcode, RemoteBuffer, SendFlags, Status,
+};
 use rfaas::protocol::{
-    INPUT_HEADER_LEN, InputHeader, ReturnCode, parse_invocation_imm, result_imm,
+    INPUT_HEADER_LEN, InputHeader, MessageKind, ReturnCode, parse_invocation_imm, result_imm,
 };
 
 use crate::sandbox::{Sandbox, SlotLayout};
@@ -52,6 +54,8 @@ pub struct Worker<S> {
     pub thread: u16,
     pub conn: Connection,
     pub cq: CompletionQueue,
+    /// The encoded `ThreadReady`, sent once the receives are posted (its whole length).
+    pub ready_message: MemoryRegion,
     pub sandbox: S,
     pub layout: SlotLayout,
     pub polling: Polling,
@@ -68,6 +72,17 @@ impl<S: Sandbox> Worker<S> {
                 .post_recv(slot as u64, self.sandbox.input().sge(0, 0)?)
                 .context("posting receives")?;
         }
+        // Announce the input slots only now, so the first invocation finds its receive; the
+        // send's completion is one of those the loop skips.
+        let ready = self.ready_message.sge(0, self.ready_message.len())?;
+        self.conn
+            .post_send(
+                u64::MAX,
+                ready,
+                Some(MessageKind::ThreadReady as u32),
+                SendFlags::SIGNALED,
+            )
+            .context("announcing the thread to the client")?;
         let mut wcs = [Completion::default(); 16];
         let mut results_sent = 0u64;
         let mut hot_since = Instant::now();

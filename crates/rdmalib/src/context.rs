@@ -610,3 +610,50 @@ impl ConnectRequest {
         }
     }
 }
+
+/// Blocks until `listener` may have an event or one of `cqs` fired, or `timeout` passes: the
+/// sleeping half of an event loop that serves a listener and completion queues together.
+///
+/// Arm every queue with [`CompletionQueue::req_notify`] and poll it once more before calling;
+/// the events of the queues that fired are consumed here, so arm them again for the next wait.
+pub fn wait_any(
+    listener: Option<&Listener>,
+    cqs: &[&CompletionQueue],
+    timeout: Duration,
+) -> Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::BorrowedFd;
+
+    let raw: Vec<RawFd> = listener
+        .map(Listener::as_raw_fd)
+        .into_iter()
+        .chain(cqs.iter().map(|cq| cq.as_raw_fd()))
+        .collect();
+    // SAFETY: every descriptor belongs to a listener or queue borrowed for this whole call, so
+    // it stays open while it is polled.
+    let fds: Vec<BorrowedFd<'_>> = raw
+        .iter()
+        .map(|fd| unsafe { BorrowedFd::borrow_raw(*fd) })
+        .collect();
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+        .unwrap_or(PollTimeout::MAX);
+    match poll(&mut pfds, ms) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(Error::io("waiting for events", e.into())),
+    }
+    let fired: Vec<bool> = pfds
+        .iter()
+        .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+        .collect();
+    let first_cq = usize::from(listener.is_some());
+    for (cq, fired) in cqs.iter().zip(&fired[first_cq..]) {
+        if *fired {
+            cq.wait(Some(Duration::ZERO))?;
+        }
+    }
+    Ok(())
+}

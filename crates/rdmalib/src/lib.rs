@@ -46,7 +46,7 @@ mod verbs;
 
 pub use context::{
     CmEvent, CompletionQueue, ConnectRequest, Connection, Context, Listener,
-    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA, QpConfig,
+    MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA, QpConfig, wait_any,
 };
 pub use device::{DeviceConfig, DeviceDatabase, ProviderKind};
 pub use error::{Error, Result};

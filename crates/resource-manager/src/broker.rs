@@ -22,6 +22,8 @@ use resource_manager::registry::{Billing, Grant, Registry, RegistryError};
 const RECV_SLOTS: usize = 4;
 /// Send slots per peer, used round-robin.
 const SEND_SLOTS: usize = 8;
+/// An idle broker wakes this often (for nodes added over HTTP after their manager registered).
+const IDLE_WAKEUP: Duration = Duration::from_millis(20);
 
 enum Kind {
     /// An executor manager; its node once it registered.
@@ -50,6 +52,8 @@ pub struct Broker {
     unknown_nodes: HashMap<u32, String>,
     registry: Registry,
     secret: u32,
+    /// Sleep on the completion channel when idle (`rdma-sleep`), else poll.
+    sleep: bool,
     listener: Listener,
     send_cq: CompletionQueue,
     recv_cq: CompletionQueue,
@@ -62,6 +66,7 @@ impl Broker {
         device: &DeviceConfig,
         port: u16,
         secret: u32,
+        sleep: bool,
         registry: Registry,
     ) -> Result<Broker> {
         let ctx = Context::open(device)?;
@@ -78,6 +83,7 @@ impl Broker {
             unknown_nodes: HashMap::new(),
             registry,
             secret,
+            sleep,
             listener,
             send_cq: ctx.create_cq(1024)?,
             recv_cq: ctx.create_cq(1024)?,
@@ -90,17 +96,33 @@ impl Broker {
     pub fn run(mut self) -> Result<()> {
         let mut wcs = [Completion::default(); 16];
         while !rfaas::signals::shutdown_requested() {
-            if let Some(event) = self.listener.get_event(Some(Duration::from_millis(5)))? {
+            let mut busy = false;
+            while let Some(event) = self.listener.get_event(Some(Duration::ZERO))? {
                 self.on_event(event);
+                busy = true;
             }
-            let n = self.recv_cq.poll(&mut wcs)?;
-            for wc in &wcs[..n] {
-                self.on_message(wc);
-            }
+            busy |= self.poll_messages(&mut wcs)?;
             while self.send_cq.poll(&mut wcs)? > 0 {}
             self.retry_unknown_nodes();
+            if !busy && self.sleep {
+                // Arm, then look once more: what arrived before arming would not wake us.
+                self.recv_cq.req_notify(false)?;
+                if self.poll_messages(&mut wcs)? {
+                    continue;
+                }
+                rdmalib::wait_any(Some(&self.listener), &[&self.recv_cq], IDLE_WAKEUP)?;
+            }
         }
         Ok(())
+    }
+
+    /// Handles received messages; whether there were any.
+    fn poll_messages(&mut self, wcs: &mut [Completion]) -> Result<bool> {
+        let n = self.recv_cq.poll(wcs)?;
+        for wc in &wcs[..n] {
+            self.on_message(wc);
+        }
+        Ok(n > 0)
     }
 
     fn on_event(&mut self, event: CmEvent) {

@@ -92,8 +92,13 @@ fn run(args: &Args) -> Result<()> {
             .await
     });
 
-    let broker =
-        broker::Broker::start(&device, c.rdma_device_port, c.rdma_secret, registry.clone())?;
+    let broker = broker::Broker::start(
+        &device,
+        c.rdma_device_port,
+        c.rdma_secret,
+        c.rdma_sleep,
+        registry.clone(),
+    )?;
     let served = broker.run();
     if let Err(e) = runtime.block_on(http) {
         tracing::warn!("the HTTP interface ended badly: {e}");

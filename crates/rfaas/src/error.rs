@@ -20,6 +20,9 @@ pub enum Error {
     /// No executor server can take the request.
     #[error("{0}")]
     NoExecutor(String),
+    /// Every executor server is busy right now (leases return when allocations end).
+    #[error("{0}")]
+    NoResources(String),
     /// The executor manager refused the allocation.
     #[error("the executor manager refused the allocation: {0}")]
     Refused(String),

@@ -337,39 +337,49 @@ impl Executor {
             SendFlags::SIGNALED,
         )?;
         let mut ready: Vec<Option<ThreadReady>> = (0..spec.cores).map(|_| None).collect();
+        let lost = |wc: &Completion| {
+            let exit = manager.wait_exit(allocation_id);
+            Error::ExecutorLost(
+                exit.unwrap_or_else(|| format!("connection failed: {:?}", wc.status)),
+            )
+        };
         let mut code_sent = false;
-        while !code_sent || ready.iter().any(Option::is_none) {
+        while ready.iter().any(Option::is_none) {
             manager.check_exit(allocation_id)?;
-            for cq in [&send_cq, &recv_cq] {
-                let Some(wc) = cq.wait_one(Some(Duration::from_millis(20)))? else {
-                    continue;
-                };
+            while let Some(wc) = send_cq.poll_one()? {
                 if !wc.is_ok() {
-                    let exit = manager.wait_exit(allocation_id);
-                    return Err(Error::ExecutorLost(
-                        exit.unwrap_or_else(|| format!("connection failed: {:?}", wc.status)),
-                    ));
+                    return Err(lost(&wc));
                 }
-                match wc.opcode {
-                    Opcode::Send => code_sent |= wc.wr_id == u64::MAX,
-                    Opcode::Recv if wc.imm == Some(MessageKind::ThreadReady as u32) => {
-                        let mut raw = vec![0; wc.byte_len as usize];
-                        ready_buf.read(wc.wr_id as usize * MAX_MESSAGE_LEN, &mut raw)?;
-                        let msg = ThreadReady::decode(&raw)?;
-                        if let Err(why) = &msg.result {
-                            return Err(Error::ExecutorFailed(why.clone()));
-                        }
-                        let t = msg.thread as usize;
-                        if t < ready.len() {
-                            ready[t] = Some(msg);
-                        }
-                    }
-                    _ => {}
-                }
+                code_sent |= wc.wr_id == u64::MAX;
             }
             if Instant::now() > deadline + spec.timeout {
                 return Err(Error::Timeout("the executor did not become ready".into()));
             }
+            let Some(wc) = recv_cq.wait_one(Some(Duration::from_millis(20)))? else {
+                continue;
+            };
+            if !wc.is_ok() {
+                return Err(lost(&wc));
+            }
+            if wc.opcode == Opcode::Recv && wc.imm == Some(MessageKind::ThreadReady as u32) {
+                let mut raw = vec![0; wc.byte_len as usize];
+                ready_buf.read(wc.wr_id as usize * MAX_MESSAGE_LEN, &mut raw)?;
+                let msg = ThreadReady::decode(&raw)?;
+                if let Err(why) = &msg.result {
+                    return Err(Error::ExecutorFailed(why.clone()));
+                }
+                if let Some(slot) = ready.get_mut(msg.thread as usize) {
+                    *slot = Some(msg);
+                }
+            }
+        }
+        // Every thread is ready, so the code arrived; its send completes at once.
+        while !code_sent {
+            let wc = wait(&send_cq, spec.timeout, "the code's send completion")?;
+            if !wc.is_ok() {
+                return Err(lost(&wc));
+            }
+            code_sent |= wc.wr_id == u64::MAX;
         }
         drop(code_mr);
 

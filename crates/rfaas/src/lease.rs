@@ -144,7 +144,11 @@ impl Lease {
                     memory_mb: response.memory_mb,
                 })
             }
-            LeaseStatus::NoResources | LeaseStatus::Failed => Err(Error::NoExecutor(format!(
+            LeaseStatus::NoResources => Err(Error::NoResources(format!(
+                "the resource manager cannot lease {cores} core(s) and {memory_mb} MiB: {}",
+                response.message
+            ))),
+            LeaseStatus::Failed => Err(Error::NoExecutor(format!(
                 "the resource manager cannot lease {cores} core(s) and {memory_mb} MiB: {}",
                 response.message
             ))),

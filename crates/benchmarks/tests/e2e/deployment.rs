@@ -226,7 +226,7 @@ fn unknown_leases_and_oversized_requests_are_clear_errors() {
     }
     match Lease::from_resource_manager(&loopback_device(), rm.rdma, 64, 256, Duration::from_secs(5))
     {
-        Err(Error::NoExecutor(msg)) => assert!(msg.contains("cannot lease 64 core(s)"), "{msg}"),
+        Err(Error::NoResources(msg)) => assert!(msg.contains("cannot lease 64 core(s)"), "{msg}"),
         other => panic!("expected no resources, got {other:?}"),
     }
     let lease =
@@ -270,7 +270,7 @@ fn a_manager_that_dies_holding_a_lease_releases_it() {
     assert_eq!(nodes["executors"][0]["free_cores"], 1, "{nodes}");
     match Lease::from_resource_manager(&loopback_device(), rm.rdma, 1, 256, Duration::from_secs(5))
     {
-        Err(Error::NoExecutor(msg)) => assert!(msg.contains("cannot lease"), "{msg}"),
+        Err(Error::NoResources(msg)) => assert!(msg.contains("cannot lease"), "{msg}"),
         other => panic!("a node without a manager must not be leased, got {other:?}"),
     }
 }
