@@ -27,6 +27,10 @@ struct Args {
     /// Cold starts to measure (default: `repetitions` of benchmark.json).
     #[arg(long)]
     repetitions: Option<u64>,
+    /// Idle time before each cold start (not measured), so the previous allocation has ended
+    /// and its lease returned: a cold start on a quiet node.
+    #[arg(long, default_value_t = 50)]
+    gap_ms: u64,
     /// Write every repetition's phases (in ns) to this CSV file.
     #[arg(long)]
     output_stats: Option<PathBuf>,
@@ -69,6 +73,7 @@ fn run(args: &Args) -> Result<()> {
         .collect();
     let payload = vec![1u8; args.size];
     for _ in 0..repetitions {
+        std::thread::sleep(std::time::Duration::from_millis(args.gap_ms));
         let start = Instant::now();
         let lease = client.lease()?;
         let leased = start.elapsed();
