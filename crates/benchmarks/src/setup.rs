@@ -127,6 +127,24 @@ impl Client {
         }
     }
 
+    /// Pins the calling thread to the last core when benchmark.json asks for `pin_threads`
+    /// (executor threads pinned by their manager take the first cores).
+    pub fn pin_if_asked(&self) {
+        use nix::sched::{CpuSet, sched_setaffinity};
+        if !self.config.benchmark.pin_threads {
+            return;
+        }
+        let core = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let mut set = CpuSet::new();
+        match set
+            .set(core)
+            .and_then(|()| sched_setaffinity(nix::unistd::Pid::from_raw(0), &set))
+        {
+            Ok(()) => tracing::info!("Client thread pinned to core {core}"),
+            Err(e) => tracing::warn!("could not pin the client thread to core {core}: {e}"),
+        }
+    }
+
     /// Leases and allocates.
     pub fn allocate(&self, max_payload: u32, input_buf_count: u16) -> Result<Executor> {
         let lease = self.lease()?;

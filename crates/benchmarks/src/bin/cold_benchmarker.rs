@@ -64,6 +64,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<()> {
     tracing::info!("Executing serverless-rdma test cold_benchmarker!");
     let client = Client::load(&args.client)?;
+    client.pin_if_asked();
     let repetitions = args
         .repetitions
         .unwrap_or(client.config.benchmark.repetitions);

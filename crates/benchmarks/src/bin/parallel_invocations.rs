@@ -35,6 +35,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<()> {
     tracing::info!("Executing serverless-rdma test parallel_invocations!");
     let client = Client::load(&args.client)?;
+    client.pin_if_asked();
     let bench = &client.config.benchmark;
     let executor = client.allocate(args.size as u32, 1)?;
     let function = executor.function(&args.name)?;

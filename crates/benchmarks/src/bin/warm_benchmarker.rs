@@ -41,6 +41,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> Result<()> {
     tracing::info!("Executing serverless-rdma test warm_benchmarker!");
     let client = Client::load(&args.client)?;
+    client.pin_if_asked();
     let payload = match &args.input_file {
         Some(path) => {
             let data =
