@@ -17,10 +17,13 @@ pub enum Error {
         source: io::Error,
     },
     /// A verbs device was asked for but the host has none (or no RDMA kernel support).
-    #[error(
-        "no RDMA device {0:?} on this host (no RDMA kernel support or device absent); use the tcp provider"
-    )]
-    NoRdmaDevice(String),
+    #[error("no RDMA device {device:?} usable on this host ({reason}); use the tcp provider")]
+    NoRdmaDevice {
+        /// The device asked for (`any` when listing).
+        device: String,
+        /// Why not: no kernel support, libraries missing, another device list.
+        reason: String,
+    },
     /// The device database could not be read or does not name the device.
     #[error("{0}")]
     Config(String),

@@ -401,3 +401,133 @@ fn client_that_disconnects_mid_lease() {
         .unwrap_or_else(|e| panic!("{e}; manager log:\n{}", manager.log()));
     echo_once(&next, 5, 8).unwrap();
 }
+
+/// Bad input to the binaries: one clear line naming the problem, a non-zero exit, no panic.
+#[test]
+fn bad_input_is_one_clear_line() {
+    let _serial = serial();
+    let dir = TempDir::new("bad-input");
+    let devices = loopback_devices(&dir);
+    let broken = dir.path("broken.json");
+    std::fs::write(&broken, "{\"config\": {").unwrap();
+    let mut unknown_device = shipped_config("executor_manager.json");
+    unknown_device["config"]["rdma_device"] = "mlx5_0".into();
+    let unknown_device = dir.write_json("unknown_device.json", &unknown_device);
+    let verbs = dir.write_json(
+        "verbs_devices.json",
+        &serde_json::json!({"devices": [{"name": "lo", "ip_address": "127.0.0.1", "port": 0,
+            "max_inline_data": 0, "default_receive_buffer_size": 32, "provider": "verbs"}]}),
+    );
+    let shipped = repo().join("config");
+    let bench = shipped.join("benchmark.json");
+    let executors = shipped.join("executors_database.json");
+    let no_manager = dir.write_json(
+        "no_manager.json",
+        &serde_json::json!({"executors": [{"node": "n", "address": "127.0.0.1", "port": 1, "cores": 1, "memory": 512}]}),
+    );
+    let library = native_library();
+    // The binaries are built with the same features as this test.
+    let no_verbs: &[&str] = if cfg!(feature = "verbs") {
+        &["no RDMA device \"lo\"", "use the tcp provider"]
+    } else {
+        &["provider verbs is not compiled into this build"]
+    };
+    let cases: Vec<(&str, Vec<&str>, &[&str])> = vec![
+        (
+            "executor_manager",
+            vec![
+                "-c",
+                arg(&broken),
+                "--device-database",
+                arg(&devices),
+                "--skip-resource-manager",
+            ],
+            &["broken.json", "EOF"],
+        ),
+        (
+            "executor_manager",
+            vec![
+                "-c",
+                arg(&unknown_device),
+                "--device-database",
+                arg(&devices),
+                "--skip-resource-manager",
+            ],
+            &["\"mlx5_0\"", "it has: lo"],
+        ),
+        (
+            "executor_manager",
+            vec![
+                "-c",
+                arg(&unknown_device),
+                "--device-database",
+                "/nonexistent.json",
+                "--skip-resource-manager",
+            ],
+            &["/nonexistent.json"],
+        ),
+        (
+            "resource_manager",
+            vec!["-c", arg(&broken), "--device-database", arg(&devices)],
+            &["broken.json"],
+        ),
+        (
+            "warm_benchmarker",
+            vec![
+                "--config",
+                arg(&bench),
+                "--device-database",
+                arg(&devices),
+                "--name",
+                "empty",
+                "--functions",
+                "/etc/hostname",
+                "--executors-database",
+                arg(&executors),
+                "-s",
+                "1",
+            ],
+            &["neither an ELF shared library nor a WebAssembly module"],
+        ),
+        (
+            "warm_benchmarker",
+            vec![
+                "--config",
+                arg(&bench),
+                "--device-database",
+                arg(&devices),
+                "--name",
+                "empty",
+                "--functions",
+                arg(&library),
+                "--executors-database",
+                arg(&no_manager),
+                "-s",
+                "1",
+            ],
+            &["cannot reach the executor manager", "127.0.0.1:1"],
+        ),
+        (
+            "rdma_pingpong",
+            vec!["--device-database", arg(&verbs), "--name", "lo", "server"],
+            no_verbs,
+        ),
+    ];
+    for (program, args, needles) in cases {
+        let out = run(program, &args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{program} {args:?} succeeded");
+        assert!(!stderr.contains("panicked"), "{program}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&format!("{program}: ")),
+            "{program}: {stderr}"
+        );
+        for needle in needles {
+            assert!(
+                last.contains(needle),
+                "{program}: {needle:?} not in {last:?}"
+            );
+        }
+    }
+}

@@ -91,7 +91,10 @@ fn device_names() -> std::result::Result<Vec<String>, String> {
 /// Names of the host's RDMA devices; [`Error::NoRdmaDevice`] when there are none or verbs is
 /// not usable here.
 pub(crate) fn list_devices() -> Result<Vec<String>> {
-    device_names().map_err(|why| Error::NoRdmaDevice(format!("any: {why}")))
+    device_names().map_err(|reason| Error::NoRdmaDevice {
+        device: "any".into(),
+        reason,
+    })
 }
 
 /// Whether the host has an RDMA device called `name`.
@@ -109,25 +112,26 @@ pub(crate) struct Context {
 impl Context {
     pub(crate) fn open(config: &DeviceConfig) -> Result<Context> {
         let name = &config.name;
-        let names = device_names().map_err(|why| Error::NoRdmaDevice(format!("{name}: {why}")))?;
+        let no_device = |reason: String| Error::NoRdmaDevice {
+            device: name.clone(),
+            reason,
+        };
+        let names = device_names().map_err(no_device)?;
         if !names.iter().any(|n| n == name) {
-            return Err(Error::NoRdmaDevice(format!(
-                "{name}: the host has {}",
-                names.join(", ")
-            )));
+            return Err(no_device(format!("the host has {}", names.join(", "))));
         }
         let ip = config.ip()?;
         let dev = match ffi::Device::open(name) {
             Ok(Some(dev)) => Arc::new(dev),
             Ok(None) => {
-                return Err(Error::NoRdmaDevice(format!(
-                    "{name}: librdmacm does not list it (rdma_get_devices)"
-                )));
+                return Err(no_device(
+                    "librdmacm does not list it (rdma_get_devices)".into(),
+                ));
             }
             Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                return Err(Error::NoRdmaDevice(format!(
-                    "{name}: librdmacm.so.1 could not be loaded (rdma-core is not fully installed)"
-                )));
+                return Err(no_device(
+                    "librdmacm.so.1 could not be loaded (rdma-core is not fully installed)".into(),
+                ));
             }
             Err(e) => return Err(e),
         };
