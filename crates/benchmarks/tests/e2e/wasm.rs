@@ -196,13 +196,61 @@ fn main_job_script_prints_the_comparison_table() {
     }
 }
 
+/// The cold-start script runs the full deployment and prints every phase for every kind.
+#[test]
+fn cold_benchmark_script_prints_every_phase() {
+    let _serial = serial();
+    let dir = TempDir::new("cold-job");
+    let out = Command::new(repo().join("tools/cold_benchmark.sh"))
+        .args([
+            "--no-build",
+            "-b",
+            arg(&layout(&dir)),
+            "-o",
+            arg(&dir.path("results")),
+            "-r",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    assert_eq!(stdout.matches("== ").count(), 3, "{stdout}");
+    for phase in [
+        "lease",
+        "connect",
+        "submit",
+        "spawn_connect",
+        "initialize",
+        "execute",
+        "total",
+    ] {
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(phase))
+            .collect();
+        assert_eq!(lines.len(), 3, "{phase}: {stdout}");
+        for line in lines {
+            let ms: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+            assert!(ms > 0.0, "{line}");
+        }
+    }
+    assert!(stdout.contains(r#"Leases: {"closed":5}"#), "{stdout}");
+}
+
 /// A build layout (bin/, benchmarks/, examples/) made of this build's files, as tools/build.sh
 /// lays them out.
 fn layout(dir: &TempDir) -> std::path::PathBuf {
     let root = dir.path("build");
     for (sub, names) in [
-        ("bin", &["executor_manager", "executor"][..]),
-        ("benchmarks", &["warm_benchmarker", "rdma_pingpong"][..]),
+        (
+            "bin",
+            &["executor_manager", "executor", "resource_manager"][..],
+        ),
+        (
+            "benchmarks",
+            &["warm_benchmarker", "cold_benchmarker", "rdma_pingpong"][..],
+        ),
         ("examples", &[][..]),
     ] {
         std::fs::create_dir_all(root.join(sub)).unwrap();

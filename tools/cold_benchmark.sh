@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Cold starts through the tutorial's full deployment: a resource manager, an executor manager
+# registered with it, the node added with the tutorial's curl line, then cold_benchmarker for
+# native functions, wasm with an empty compile cache, and wasm with a warm one. Prints the
+# phase medians (lease, connect, submit, spawn_connect, initialize, execute, total).
+#
+# Usage: tools/cold_benchmark.sh [-r REPETITIONS] [-d DEVICE] [-o OUT_DIR] [-b BUILD_DIR] [--no-build]
+#   -r  cold starts per kind           (default 100)
+#   -d  device (tools/device_generator.sh)  (default lo)
+#   -o  configs, logs and CSV files    (default results-cold)
+#   -b  build directory (tools/build.sh)    (default build)
+set -euo pipefail
+
+reps=100 device=lo out=results-cold build=build do_build=1
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -r) reps=$2; shift ;;
+    -d) device=$2; shift ;;
+    -o) out=$2; shift ;;
+    -b) build=$2; shift ;;
+    --no-build) do_build=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "cold_benchmark.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+[ "$do_build" = 1 ] && tools/build.sh "$build"
+mkdir -p "$out"
+build=$(cd "$build" && pwd) out=$(cd "$out" && pwd)
+rm -rf "$out/wasm-cache"
+
+tools/device_generator.sh -d "$device" -o "$out/devices.json"
+address=$(jq -r '.devices[0].ip_address' "$out/devices.json")
+jq --arg d "$device" '.config.rdma_device = $d' config/resource_manager.json > "$out/resource_manager.json"
+rm_port=$(jq -r '.config.rdma_device_port' "$out/resource_manager.json")
+http_port=$(jq -r '.config.http_network_port' "$out/resource_manager.json")
+jq --arg d "$device" --arg a "$address" --argjson p "$rm_port" \
+  '.config.rdma_device = $d | .config.resource_manager_address = $a | .config.resource_manager_port = $p' \
+  config/executor_manager.json > "$out/executor_manager.json"
+manager_port=$(jq -r '.config.rdma_device_port' "$out/executor_manager.json")
+jq --arg d "$device" --arg a "$address" --argjson p "$rm_port" \
+  '.config.rdma_device = $d | .config.resource_manager_address = $a | .config.resource_manager_port = $p' \
+  config/benchmark.json > "$out/benchmark.json"
+
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true' EXIT
+wait_for() { # log line
+  for _ in $(seq 100); do grep -q "$2" "$1" && return 0; sleep 0.1; done
+  echo "cold_benchmark.sh: no '$2' in $1" >&2; cat "$1" >&2; exit 1
+}
+"$build/bin/resource_manager" -c "$out/resource_manager.json" --device-database "$out/devices.json" \
+  2> "$out/resource_manager.log" &
+pids+=($!)
+wait_for "$out/resource_manager.log" "Begin listening at"
+RFAAS_CACHE_DIR="$out/wasm-cache" PATH="$build/bin:$PATH" "$build/bin/executor_manager" \
+  -c "$out/executor_manager.json" --device-database "$out/devices.json" 2> "$out/executor_manager.log" &
+pids+=($!)
+wait_for "$out/executor_manager.log" "Begin listening at"
+curl -sf "http://127.0.0.1:$http_port/add?node=exec-mgr-node" -X POST \
+  -d "{\"ip_address\": \"$address\", \"port\": $manager_port, \"cores\": 1, \"memory\": 512}" > /dev/null
+wait_for "$out/resource_manager.log" "exec-mgr-node is now registered"
+
+cold() { # title, csv, cold_benchmarker arguments...
+  echo "== $1"
+  "$build/benchmarks/cold_benchmarker" --config "$out/benchmark.json" --device-database "$out/devices.json" \
+    --name empty -s 1 --output-stats "$out/$2" "${@:3}" 2>> "$out/cold_benchmarker.log" >/dev/null
+  local columns i name
+  columns=$(head -1 "$out/$2" | tr ',' ' ')
+  i=1
+  for name in $columns; do
+    if [ "$i" -gt 1 ]; then
+      tail -n +2 "$out/$2" | cut -d, -f"$i" | sort -n |
+        awk -v name="${name%_ns}" '{ v[NR] = $1 } END {
+          m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+          printf "  %-14s median %10.3f ms\n", name, m / 1e6 }'
+    fi
+    i=$((i + 1))
+  done
+}
+cold "native, $reps cold starts" cold_native.csv --functions "$build/examples/libfunctions.so" --repetitions "$reps"
+cold "wasm, empty compile cache (1 cold start)" cold_wasm_first.csv --functions "$build/examples/functions.wasm" --repetitions 1
+cold "wasm, warm compile cache, $reps cold starts" cold_wasm.csv --functions "$build/examples/functions.wasm" --repetitions "$reps"
+# The last executor is reaped (and its lease closed) a moment after its client left.
+for _ in $(seq 50); do
+  active=$(curl -s "http://127.0.0.1:$http_port/leases" | jq '[.leases[] | select(.state == "active")] | length')
+  [ "$active" = 0 ] && break
+  sleep 0.1
+done
+echo "Leases: $(curl -s "http://127.0.0.1:$http_port/leases" | jq -c '[.leases[].state] | group_by(.) | map({(.[0]): length}) | add')"
+echo "CSV files and logs: $out"
