@@ -34,7 +34,8 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   exit 1
 fi
 echo "==> building functions.wasm" >&2
-cargo build --release --target wasm32-unknown-unknown --manifest-path functions-wasm/Cargo.toml
+cargo build --release --target wasm32-unknown-unknown --manifest-path functions-wasm/Cargo.toml \
+  --target-dir functions-wasm/target
 
 target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 out="$target/$profile"

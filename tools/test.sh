@@ -14,7 +14,8 @@ command -v jq >/dev/null || { echo "test.sh: jq is missing (apt-get install jq)"
 echo "==> building binaries and function libraries" >&2
 cargo build --workspace --bins
 cargo build -p functions
-cargo build --release --target wasm32-unknown-unknown --manifest-path functions-wasm/Cargo.toml
+cargo build --release --target wasm32-unknown-unknown --manifest-path functions-wasm/Cargo.toml \
+  --target-dir functions-wasm/target
 
 echo "==> cargo test" >&2
 cargo test --workspace
