@@ -13,17 +13,16 @@ use std::time::{Duration, Instant};
 
 use function_library::FunctionLibrary;
 use rdmalib::{
-    Access, CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, MemoryRegion,
-    Opcode, ProtectionDomain, QpConfig, RemoteBuffer, SendFlags, Status,
+    Access, Completion, CompletionQueue, Connection, Context, DeviceConfig, MemoryRegion,
+    ProtectionDomain, QpConfig, RemoteBuffer, SendFlags, Status,
 };
 
+use crate::allocation::{self, Handshake, ManagerLink};
 use crate::buffers::{InputBuffer, OutputBuffer};
 use crate::error::{Error, Result};
 use crate::lease::Lease;
-use crate::mailbox::Mailbox;
 use crate::protocol::{
-    AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, INPUT_HEADER_LEN,
-    InputHeader, MAX_MESSAGE_LEN, MessageKind, ReturnCode, Role, Sandbox, ThreadReady,
+    AllocationRequest, INPUT_HEADER_LEN, InputHeader, ReturnCode, Sandbox, ThreadReady,
     invocation_imm, parse_result_imm,
 };
 
@@ -168,26 +167,9 @@ impl Executor {
         code: &[u8],
         spec: &AllocationSpec,
     ) -> Result<Executor> {
-        let library = match spec.sandbox {
-            None => FunctionLibrary::inspect(code)?,
-            Some(Sandbox::Native) => {
-                FunctionLibrary::inspect_as(code, function_library::Kind::Native)?
-            }
-            Some(Sandbox::Wasm) => FunctionLibrary::inspect_as(code, function_library::Kind::Wasm)?,
-        };
+        let library = allocation::inspect(code, spec.sandbox)?;
         let sandbox = Sandbox::from(library.kind());
-        if spec.cores == 0 || spec.cores > lease.cores {
-            return Err(Error::InvalidArgument(format!(
-                "asked for {} cores but the lease on {} has {}",
-                spec.cores, lease.node, lease.cores
-            )));
-        }
-        if spec.input_buf_count == 0 || spec.input_buf_count > MAX_INPUT_BUFFERS {
-            return Err(Error::InvalidArgument(format!(
-                "input_buf_count must be 1 to {MAX_INPUT_BUFFERS}, got {}",
-                spec.input_buf_count
-            )));
-        }
+        allocation::check(spec, lease)?;
         let mut times = AllocationTimes::default();
         let started = Instant::now();
         let ctx = Context::open(device)?;
@@ -198,36 +180,7 @@ impl Executor {
             device.name,
             listener.local_addr().port()
         );
-
-        let manager_cq = ctx.create_cq(16)?;
-        let hello = Hello {
-            role: Role::Client,
-            allocation_id: 0,
-            thread: 0,
-            secret: 0,
-        };
-        let conn = ctx
-            .connect(
-                &pd,
-                lease.address,
-                &QpConfig::new(&manager_cq, &manager_cq).timeout(spec.timeout),
-                &hello.encode(),
-            )
-            .map_err(|e| match e {
-                rdmalib::Error::Rejected { private_data } => {
-                    Error::Refused(crate::protocol::private_text(&private_data))
-                }
-                other => Error::NoExecutor(format!(
-                    "cannot reach the executor manager {} at {}: {other}",
-                    lease.node, lease.address
-                )),
-            })?;
-        let manager = ManagerLink {
-            mailbox: Mailbox::new(&pd, 4, 1)?,
-            conn,
-            cq: manager_cq,
-        };
-        manager.mailbox.post_receives(&manager.conn)?;
+        let manager = ManagerLink::connect(&ctx, &pd, lease, spec.timeout)?;
         times.connect = started.elapsed();
 
         let request = AllocationRequest {
@@ -242,177 +195,28 @@ impl Executor {
             time_limit_ms: spec.time_limit_ms,
             client: listener.local_addr(),
         };
-        manager.mailbox.send(
-            &manager.conn,
-            MessageKind::AllocationRequest,
-            &request.encode(),
-        )?;
-        let response = loop {
-            let wc = wait(&manager.cq, spec.timeout, "the executor manager's answer")?;
-            if !wc.is_ok() {
-                return Err(Error::NoExecutor(format!(
-                    "the executor manager at {} closed the connection",
-                    lease.address
-                )));
-            }
-            if wc.opcode == Opcode::Recv {
-                let message = manager.mailbox.take(&manager.conn, &wc)?;
-                if message.kind == Some(MessageKind::AllocationResponse) {
-                    break AllocationResponse::decode(&message.payload)?;
-                }
-            }
-        };
-        if response.status != AllocationStatus::Accepted {
-            return Err(Error::Refused(format!(
-                "{:?}: {}",
-                response.status, response.message
-            )));
-        }
-        let allocation_id = response.allocation_id;
+        let allocation_id = manager.request(&request, lease, spec.timeout)?;
         times.submit = started.elapsed() - times.connect;
         tracing::debug!("allocation {allocation_id} accepted by {}", lease.node);
 
         let send_cq = ctx.create_cq(256)?;
         let recv_cq =
             ctx.create_cq(u32::from(spec.cores) * u32::from(spec.input_buf_count) * 2 + 64)?;
-        let ready_buf = pd.register(MAX_MESSAGE_LEN * spec.cores as usize, Access::LOCAL_WRITE)?;
-        let mut conns: Vec<Option<Connection>> = (0..spec.cores).map(|_| None).collect();
-        let deadline = Instant::now() + spec.timeout;
-        while conns.iter().any(Option::is_none) {
-            manager.check_exit(allocation_id)?;
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .ok_or_else(|| {
-                    Error::Timeout(format!(
-                        "the executor did not connect back within {:?}",
-                        spec.timeout
-                    ))
-                })?;
-            let Some(CmEvent::ConnectRequest(req)) =
-                listener.get_event(Some(left.min(Duration::from_millis(50))))?
-            else {
-                continue;
-            };
-            let hello = match Hello::decode(req.private_data()) {
-                Ok(h)
-                    if h.role == Role::Executor
-                        && h.allocation_id == allocation_id
-                        && h.thread < spec.cores =>
-                {
-                    h
-                }
-                Ok(h) => {
-                    let _ = req.reject(b"unexpected connection");
-                    tracing::warn!("rejected a connection that is not ours: {h:?}");
-                    continue;
-                }
-                Err(e) => {
-                    let _ = req.reject(e.to_string().as_bytes());
-                    continue;
-                }
-            };
-            let qp = QpConfig::new(&send_cq, &recv_cq)
-                .max_inline_data(device.max_inline_data)
-                .max_recv_wr(u32::from(spec.input_buf_count) * 2 + 4);
-            let conn = req.accept(&pd, &qp, &[])?;
-            let t = hello.thread as usize;
-            conn.post_recv(
-                u64::from(hello.thread),
-                ready_buf.sge(t * MAX_MESSAGE_LEN, MAX_MESSAGE_LEN)?,
-            )?;
-            conns[t] = Some(conn);
-        }
-        let conns: Vec<Connection> = conns
-            .into_iter()
-            .map(|c| c.expect("all connected"))
-            .collect();
-        times.spawn_connect = started.elapsed() - times.connect - times.submit;
-
-        let code_mr = pd.register(code.len(), Access::LOCAL_WRITE)?;
-        code_mr.write(0, code)?;
-        conns[0].post_send(
-            u64::MAX,
-            code_mr.sge(0, code.len())?,
-            Some(MessageKind::Code as u32),
-            SendFlags::SIGNALED,
-        )?;
-        let mut ready: Vec<Option<ThreadReady>> = (0..spec.cores).map(|_| None).collect();
-        let lost = |wc: &Completion| {
-            let exit = manager.wait_exit(allocation_id);
-            Error::ExecutorLost(
-                exit.unwrap_or_else(|| format!("connection failed: {:?}", wc.status)),
-            )
+        let qp = QpConfig::new(&send_cq, &recv_cq)
+            .max_inline_data(device.max_inline_data)
+            .max_recv_wr(u32::from(spec.input_buf_count) * 2 + 4);
+        let handshake = Handshake {
+            pd: &pd,
+            manager: &manager,
+            allocation_id,
+            spec,
         };
-        let mut code_sent = false;
-        while ready.iter().any(Option::is_none) {
-            manager.check_exit(allocation_id)?;
-            while let Some(wc) = send_cq.poll_one()? {
-                if !wc.is_ok() {
-                    return Err(lost(&wc));
-                }
-                code_sent |= wc.wr_id == u64::MAX;
-            }
-            if Instant::now() > deadline + spec.timeout {
-                return Err(Error::Timeout("the executor did not become ready".into()));
-            }
-            let Some(wc) = recv_cq.wait_one(Some(Duration::from_millis(20)))? else {
-                continue;
-            };
-            if !wc.is_ok() {
-                return Err(lost(&wc));
-            }
-            if wc.opcode == Opcode::Recv && wc.imm == Some(MessageKind::ThreadReady as u32) {
-                let mut raw = vec![0; wc.byte_len as usize];
-                ready_buf.read(wc.wr_id as usize * MAX_MESSAGE_LEN, &mut raw)?;
-                let msg = ThreadReady::decode(&raw)?;
-                if let Err(why) = &msg.result {
-                    return Err(Error::ExecutorFailed(why.clone()));
-                }
-                if let Some(slot) = ready.get_mut(msg.thread as usize) {
-                    *slot = Some(msg);
-                }
-            }
-        }
-        // Every thread is ready, so the code arrived; its send completes at once.
-        while !code_sent {
-            let wc = wait(&send_cq, spec.timeout, "the code's send completion")?;
-            if !wc.is_ok() {
-                return Err(lost(&wc));
-            }
-            code_sent |= wc.wr_id == u64::MAX;
-        }
-        drop(code_mr);
+        let (conns, ready_buf) = handshake.accept_threads(&listener, &qp)?;
+        times.spawn_connect = started.elapsed() - times.connect - times.submit;
+        let ready = handshake.ship_code(code, &conns[0], &send_cq, &recv_cq, &ready_buf)?;
 
         let empty = pd.register(1, Access::LOCAL_WRITE)?;
-        let mut threads = Vec::with_capacity(conns.len());
-        let mut slot_base = 0;
-        for (t, (conn, ready)) in conns.into_iter().zip(ready).enumerate() {
-            let ready = ready.expect("all ready");
-            let slot_count = ready.slot_count.min(MAX_INPUT_BUFFERS);
-            for _ in 0..slot_count * 2 {
-                conn.post_recv(t as u64, empty.sge(0, 0)?)?;
-            }
-            threads.push(Thread {
-                qp_num: conn.qp_num(),
-                conn,
-                input: RemoteBuffer {
-                    addr: ready.input_addr,
-                    rkey: ready.input_rkey,
-                    len: ready.slot_size * u32::from(ready.slot_count),
-                },
-                slot_size: ready.slot_size,
-                slot_count,
-                slot_base,
-                id_span: (u32::from(u16::MAX) + 1) / u32::from(slot_count),
-                free: AtomicU64::new(if slot_count == 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << slot_count) - 1
-                }),
-                seq: AtomicU32::new(0),
-            });
-            slot_base += slot_count as usize;
-        }
+        let threads = build_threads(conns, ready, &empty)?;
         times.initialize = started.elapsed() - times.connect - times.submit - times.spawn_connect;
         let slots = threads
             .iter()
@@ -929,53 +733,40 @@ fn background_poller(inner: &Inner) {
     tracing::info!("Background thread stops waiting for events");
 }
 
-fn wait(cq: &CompletionQueue, timeout: Duration, what: &str) -> Result<Completion> {
-    cq.wait_one(Some(timeout))?
-        .ok_or_else(|| Error::Timeout(format!("no answer from {what} within {timeout:?}")))
-}
-
-/// The client's connection to the executor manager of its allocation.
-struct ManagerLink {
-    conn: Connection,
-    cq: CompletionQueue,
-    mailbox: Mailbox,
-}
-
-impl ManagerLink {
-    /// Fails if the manager reported that our executor exited.
-    fn check_exit(&self, allocation_id: u32) -> Result<()> {
-        match self.poll_exit(allocation_id, Duration::ZERO) {
-            Some(exit) => Err(Error::ExecutorLost(exit)),
-            None => Ok(()),
+/// The client-side state of each executor thread once it announced its input slots; posts the
+/// receives its results will consume.
+fn build_threads(
+    conns: Vec<Connection>,
+    ready: Vec<ThreadReady>,
+    empty: &MemoryRegion,
+) -> Result<Vec<Thread>> {
+    let mut threads = Vec::with_capacity(conns.len());
+    let mut slot_base = 0;
+    for (t, (conn, ready)) in conns.into_iter().zip(ready).enumerate() {
+        let slot_count = ready.slot_count.clamp(1, MAX_INPUT_BUFFERS);
+        for _ in 0..slot_count * 2 {
+            conn.post_recv(t as u64, empty.sge(0, 0)?)?;
         }
+        threads.push(Thread {
+            qp_num: conn.qp_num(),
+            conn,
+            input: RemoteBuffer {
+                addr: ready.input_addr,
+                rkey: ready.input_rkey,
+                len: ready.slot_size * u32::from(ready.slot_count),
+            },
+            slot_size: ready.slot_size,
+            slot_count,
+            slot_base,
+            id_span: (u32::from(u16::MAX) + 1) / u32::from(slot_count),
+            free: AtomicU64::new(if slot_count == 64 {
+                u64::MAX
+            } else {
+                (1u64 << slot_count) - 1
+            }),
+            seq: AtomicU32::new(0),
+        });
+        slot_base += slot_count as usize;
     }
-
-    /// Gives the manager a moment to say why our executor died.
-    fn wait_exit(&self, allocation_id: u32) -> Option<String> {
-        self.poll_exit(allocation_id, Duration::from_millis(500))
-    }
-
-    fn poll_exit(&self, allocation_id: u32, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let wc = match self.cq.poll_one() {
-                Ok(Some(wc)) => wc,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                }
-                _ => return None,
-            };
-            if !wc.is_ok() || wc.opcode != Opcode::Recv {
-                continue;
-            }
-            let message = self.mailbox.take(&self.conn, &wc).ok()?;
-            if message.kind == Some(MessageKind::ExecutorExit)
-                && let Ok(exit) = ExecutorExit::decode(&message.payload)
-                && exit.allocation_id == allocation_id
-            {
-                return Some(exit.to_string());
-            }
-        }
-    }
+    Ok(threads)
 }

@@ -26,6 +26,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod allocation;
 mod buffers;
 pub mod cli;
 pub mod config;
