@@ -33,6 +33,20 @@ pub struct ClientArgs {
     pub verbose: u8,
 }
 
+/// What to invoke and where the samples go: the flags of the seed's invocation benchmarks.
+#[derive(clap::Args, Debug, Clone)]
+pub struct InvocationArgs {
+    /// Function to invoke.
+    #[arg(long)]
+    pub name: String,
+    /// Payload size in bytes.
+    #[arg(short = 's', long = "size")]
+    pub size: usize,
+    /// Write every measured sample to this CSV file.
+    #[arg(long)]
+    pub output_stats: Option<PathBuf>,
+}
+
 /// Loaded configuration of a benchmark client.
 pub struct Client {
     /// `benchmark.json`.

@@ -2,12 +2,11 @@
 //! executor (connect, submit, spawn and connect back, initialize), runs the first invocation
 //! and deallocates; the phases are timed separately, as rFaaS reports them.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use benchmarks::setup::{Client, ClientArgs};
+use benchmarks::setup::{Client, ClientArgs, InvocationArgs};
 use benchmarks::{CsvWriter, Samples};
 use clap::Parser;
 use rfaas::Executor;
@@ -18,12 +17,8 @@ use rfaas::Executor;
 struct Args {
     #[command(flatten)]
     client: ClientArgs,
-    /// Function to invoke.
-    #[arg(long)]
-    name: String,
-    /// Payload size in bytes.
-    #[arg(short = 's', long = "size")]
-    size: usize,
+    #[command(flatten)]
+    invocation: InvocationArgs,
     /// Cold starts to measure (default: `repetitions` of benchmark.json).
     #[arg(long)]
     repetitions: Option<u64>,
@@ -31,9 +26,6 @@ struct Args {
     /// and its lease returned: a cold start on a quiet node.
     #[arg(long, default_value_t = 50)]
     gap_ms: u64,
-    /// Write every repetition's phases (in ns) to this CSV file.
-    #[arg(long)]
-    output_stats: Option<PathBuf>,
 }
 
 const PHASES: [&str; 7] = [
@@ -72,23 +64,23 @@ fn run(args: &Args) -> Result<()> {
         .iter()
         .map(|_| Samples::with_capacity(repetitions as usize))
         .collect();
-    let payload = vec![1u8; args.size];
+    let payload = vec![1u8; args.invocation.size];
     for _ in 0..repetitions {
         std::thread::sleep(std::time::Duration::from_millis(args.gap_ms));
         let start = Instant::now();
         let lease = client.lease()?;
         let leased = start.elapsed();
-        let spec = client.spec(args.size as u32, 1);
+        let spec = client.spec(args.invocation.size as u32, 1);
         let executor = Executor::allocate(&client.device, &lease, &client.code, &spec)
             .with_context(|| format!("allocating on {} ({})", lease.node, lease.address))?;
-        let function = executor.function(&args.name)?;
+        let function = executor.function(&args.invocation.name)?;
         let (input, output) = (
-            executor.input_buffer(args.size)?,
-            executor.output_buffer(args.size)?,
+            executor.input_buffer(args.invocation.size)?,
+            executor.output_buffer(args.invocation.size)?,
         );
         input.write(&payload)?;
         let first = Instant::now();
-        executor.execute(function, &input, args.size, &output)?;
+        executor.execute(function, &input, args.invocation.size, &output)?;
         let execute = first.elapsed();
         let times = executor.allocation_times();
         executor.deallocate();
@@ -114,7 +106,7 @@ fn run(args: &Args) -> Result<()> {
             s.max as f64 / 1e3
         );
     }
-    if let Some(path) = &args.output_stats {
+    if let Some(path) = &args.invocation.output_stats {
         let mut csv = CsvWriter::create(path, &COLUMNS)?;
         for i in 0..repetitions as usize {
             let row: Vec<u64> = phases.iter().map(|p| p.as_slice()[i]).collect();

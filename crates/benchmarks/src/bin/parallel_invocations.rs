@@ -1,12 +1,11 @@
 //! `parallel_invocations`: one invocation on every leased core at once, repeated; measures
 //! the time until all results are back.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use benchmarks::setup::{Client, ClientArgs};
+use benchmarks::setup::{Client, ClientArgs, InvocationArgs};
 use benchmarks::{CsvWriter, Samples};
 use clap::Parser;
 
@@ -16,15 +15,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     client: ClientArgs,
-    /// Function to invoke.
-    #[arg(long)]
-    name: String,
-    /// Payload size in bytes (per core).
-    #[arg(short = 's', long = "size")]
-    size: usize,
-    /// Write every measured round of parallel invocations to this CSV file.
-    #[arg(long)]
-    output_stats: Option<PathBuf>,
+    #[command(flatten)]
+    invocation: InvocationArgs,
 }
 
 fn main() -> ExitCode {
@@ -37,18 +29,19 @@ fn run(args: &Args) -> Result<()> {
     let client = Client::load(&args.client)?;
     client.pin_if_asked();
     let bench = &client.config.benchmark;
-    let executor = client.allocate(args.size as u32, 1)?;
-    let function = executor.function(&args.name)?;
+    let executor = client.allocate(args.invocation.size as u32, 1)?;
+    let function = executor.function(&args.invocation.name)?;
     let cores = executor.cores();
     let mut inputs = Vec::with_capacity(cores);
     let mut outputs = Vec::with_capacity(cores);
     for core in 0..cores {
-        let input = executor.input_buffer(args.size)?;
-        input.write(&vec![core as u8 + 1; args.size])?;
+        let input = executor.input_buffer(args.invocation.size)?;
+        input.write(&vec![core as u8 + 1; args.invocation.size])?;
         inputs.push(input);
-        outputs.push(executor.output_buffer(args.size)?);
+        outputs.push(executor.output_buffer(args.invocation.size)?);
     }
-    let calls: Vec<(&rfaas::InputBuffer, usize)> = inputs.iter().map(|i| (i, args.size)).collect();
+    let calls: Vec<(&rfaas::InputBuffer, usize)> =
+        inputs.iter().map(|i| (i, args.invocation.size)).collect();
     let outs: Vec<&rfaas::OutputBuffer> = outputs.iter().collect();
     for _ in 0..bench.warmup_repetitions {
         executor.execute_parallel(function, &calls, &outs)?;
@@ -69,17 +62,17 @@ fn run(args: &Args) -> Result<()> {
         summary.mean / 1e3,
         summary.median / 1e3
     );
-    if let Some(path) = &args.output_stats {
+    if let Some(path) = &args.invocation.output_stats {
         let mut csv = CsvWriter::create(path, &["repetition", "size", "cores", "round_trip_ns"])?;
         for (i, ns) in samples.as_slice().iter().enumerate() {
-            csv.row(&[&i, &args.size, &cores, ns])?;
+            csv.row(&[&i, &args.invocation.size, &cores, ns])?;
         }
         csv.finish()
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let mut firsts = Vec::with_capacity(cores);
     for (output, len) in outputs.iter().zip(&lens) {
-        if *len as usize > args.size {
+        if *len as usize > args.invocation.size {
             bail!("a result of {len} bytes is larger than the payload");
         }
         firsts.push(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use benchmarks::setup::{Client, ClientArgs};
+use benchmarks::setup::{Client, ClientArgs, InvocationArgs};
 use benchmarks::{CsvWriter, Samples};
 use clap::Parser;
 
@@ -16,15 +16,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     client: ClientArgs,
-    /// Function to invoke.
-    #[arg(long)]
-    name: String,
-    /// Payload size in bytes.
-    #[arg(short = 's', long = "size")]
-    size: usize,
-    /// Write every measured round trip to this CSV file.
-    #[arg(long)]
-    output_stats: Option<PathBuf>,
+    #[command(flatten)]
+    invocation: InvocationArgs,
     /// Take the payload from this file (default: `size` bytes of value 1, as the seed does).
     #[arg(long)]
     input_file: Option<PathBuf>,
@@ -46,35 +39,35 @@ fn run(args: &Args) -> Result<()> {
         Some(path) => {
             let data =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            if data.len() < args.size {
+            if data.len() < args.invocation.size {
                 bail!(
                     "{} has {} bytes, fewer than -s {}",
                     path.display(),
                     data.len(),
-                    args.size
+                    args.invocation.size
                 );
             }
-            data[..args.size].to_vec()
+            data[..args.invocation.size].to_vec()
         }
-        None => vec![1u8; args.size],
+        None => vec![1u8; args.invocation.size],
     };
     let bench = &client.config.benchmark;
-    let executor = client.allocate(args.size as u32, 1)?;
-    let function = executor.function(&args.name)?;
-    let input = executor.input_buffer(args.size)?;
-    let output = executor.output_buffer(args.size)?;
+    let executor = client.allocate(args.invocation.size as u32, 1)?;
+    let function = executor.function(&args.invocation.name)?;
+    let input = executor.input_buffer(args.invocation.size)?;
+    let output = executor.output_buffer(args.invocation.size)?;
     input.write(&payload)?;
 
     tracing::info!("Warmups begin");
     for _ in 0..bench.warmup_repetitions {
-        executor.execute(function, &input, args.size, &output)?;
+        executor.execute(function, &input, args.invocation.size, &output)?;
     }
     tracing::info!("Warmups completed");
     let mut samples = Samples::with_capacity(bench.repetitions as usize);
     let mut result_len = 0;
     for _ in 0..bench.repetitions {
         let start = Instant::now();
-        result_len = executor.execute(function, &input, args.size, &output)?;
+        result_len = executor.execute(function, &input, args.invocation.size, &output)?;
         samples.push_duration(start.elapsed());
     }
     let summary = samples
@@ -87,10 +80,10 @@ fn run(args: &Args) -> Result<()> {
         summary.median / 1e3
     );
     let result = output.to_vec(result_len as usize)?;
-    if let Some(path) = &args.output_stats {
+    if let Some(path) = &args.invocation.output_stats {
         let mut csv = CsvWriter::create(path, &["repetition", "size", "round_trip_ns"])?;
         for (i, ns) in samples.as_slice().iter().enumerate() {
-            csv.row(&[&i, &args.size, ns])?;
+            csv.row(&[&i, &args.invocation.size, ns])?;
         }
         csv.finish()
             .with_context(|| format!("writing {}", path.display()))?;
