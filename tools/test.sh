@@ -19,3 +19,7 @@ cargo build --release --target wasm32-unknown-unknown --manifest-path functions-
 
 echo "==> cargo test" >&2
 cargo test --workspace
+
+echo "==> rdmalib two-process tests and the end-to-end suite on the shm provider" >&2
+RDMALIB_TEST_PROVIDER=shm cargo test -p rdmalib --test two_process
+RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test e2e

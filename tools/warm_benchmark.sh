@@ -7,18 +7,19 @@
 # are taken over all rounds' samples.
 #
 # Usage: tools/warm_benchmark.sh [-s SIZES] [-r REPETITIONS] [-n ROUNDS] [-w WARMUPS]
-#                                [-d DEVICE] [-o OUT_DIR] [-b BUILD_DIR] [--no-build]
+#                                [-d DEVICE] [-p PROVIDER] [-o OUT_DIR] [-b BUILD_DIR] [--no-build]
 #   -s  comma-separated payload sizes in bytes      (default 1,65536)
 #   -r  measured invocations per size, all rounds   (default 10000)
 #   -n  rounds per size                             (default 5)
 #   -w  warm-up invocations per round               (default 1000)
 #   -d  device from tools/device_generator.sh       (default lo)
+#   -p  provider of that device: verbs, tcp or shm  (default: what the generator says)
 #   -o  where configs, logs and CSV files go        (default results)
 #   -b  build directory (tools/build.sh)            (default build)
 set -euo pipefail
 
-sizes=1,65536 reps=10000 rounds=5 warmups=1000 device=lo out=results build=build do_build=1
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+sizes=1,65536 reps=10000 rounds=5 warmups=1000 device=lo provider_opt= out=results build=build do_build=1
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -s) sizes=$2; shift ;;
@@ -26,6 +27,7 @@ while [ $# -gt 0 ]; do
     -n) rounds=$2; shift ;;
     -w) warmups=$2; shift ;;
     -d) device=$2; shift ;;
+    -p) provider_opt=$2; shift ;;
     -o) out=$2; shift ;;
     -b) build=$2; shift ;;
     --no-build) do_build=0 ;;
@@ -43,6 +45,14 @@ build=$(cd "$build" && pwd) out=$(cd "$out" && pwd)
 
 echo "==> configuration in $out" >&2
 tools/device_generator.sh -d "$device" -o "$out/devices.json"
+if [ -n "$provider_opt" ]; then
+  case "$provider_opt" in
+    verbs|tcp|shm) ;;
+    *) echo "warm_benchmark.sh: unknown provider $provider_opt (verbs, tcp or shm)" >&2; exit 2 ;;
+  esac
+  jq --arg p "$provider_opt" '.devices[0].provider = $p' "$out/devices.json" > "$out/devices.json.tmp"
+  mv "$out/devices.json.tmp" "$out/devices.json"
+fi
 address=$(jq -r '.devices[0].ip_address' "$out/devices.json")
 provider=$(jq -r '.devices[0].provider // "detected"' "$out/devices.json")
 jq --arg device "$device" '.config.rdma_device = $device' config/executor_manager.json > "$out/executor_manager.json"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::device::{DeviceConfig, ProviderKind};
 use crate::error::{Error, Result};
 use crate::region::{PdImpl, ProtectionDomain, Sge};
-use crate::tcp;
+use crate::stream;
 use crate::types::{Completion, RemoteBuffer, SendFlags};
 
 #[cfg(feature = "verbs")]
@@ -21,7 +21,7 @@ pub struct Context {
 }
 
 enum CtxImpl {
-    Tcp(tcp::Context),
+    Stream(stream::Context),
     #[cfg(feature = "verbs")]
     Verbs(verbs::Context),
 }
@@ -36,7 +36,8 @@ impl Context {
             None => detect(device),
         };
         let inner = match kind {
-            ProviderKind::Tcp => CtxImpl::Tcp(tcp::Context::open(device)?),
+            ProviderKind::Tcp => CtxImpl::Stream(stream::Context::open(device)?),
+            ProviderKind::Shm => CtxImpl::Stream(stream::Context::open_shm(device)?),
             #[cfg(feature = "verbs")]
             ProviderKind::Verbs => CtxImpl::Verbs(verbs::Context::open(device)?),
             #[cfg(not(feature = "verbs"))]
@@ -66,8 +67,9 @@ impl Context {
 
     /// The provider in use.
     pub fn provider(&self) -> ProviderKind {
-        match self.inner {
-            CtxImpl::Tcp(_) => ProviderKind::Tcp,
+        match &self.inner {
+            CtxImpl::Stream(ctx) if ctx.is_shm() => ProviderKind::Shm,
+            CtxImpl::Stream(_) => ProviderKind::Tcp,
             #[cfg(feature = "verbs")]
             CtxImpl::Verbs(_) => ProviderKind::Verbs,
         }
@@ -76,7 +78,7 @@ impl Context {
     /// Allocates a protection domain.
     pub fn alloc_pd(&self) -> Result<ProtectionDomain> {
         Ok(ProtectionDomain(match &self.inner {
-            CtxImpl::Tcp(ctx) => PdImpl::Tcp(ctx.alloc_pd()?),
+            CtxImpl::Stream(ctx) => PdImpl::Stream(ctx.alloc_pd()?),
             #[cfg(feature = "verbs")]
             CtxImpl::Verbs(ctx) => PdImpl::Verbs(ctx.alloc_pd()?),
         }))
@@ -86,7 +88,7 @@ impl Context {
     /// send or receive side of many connections.
     pub fn create_cq(&self, capacity: u32) -> Result<CompletionQueue> {
         Ok(CompletionQueue(match &self.inner {
-            CtxImpl::Tcp(ctx) => CqImpl::Tcp(ctx.create_cq(capacity)?),
+            CtxImpl::Stream(ctx) => CqImpl::Stream(ctx.create_cq(capacity)?),
             #[cfg(feature = "verbs")]
             CtxImpl::Verbs(ctx) => CqImpl::Verbs(ctx.create_cq(capacity)?),
         }))
@@ -96,7 +98,7 @@ impl Context {
     pub fn listen(&self, port: u16) -> Result<Listener> {
         let addr = SocketAddr::new(self.device.ip()?, port);
         Ok(Listener(match &self.inner {
-            CtxImpl::Tcp(ctx) => ListenerImpl::Tcp(ctx.listen(addr)?),
+            CtxImpl::Stream(ctx) => ListenerImpl::Stream(ctx.listen(addr)?),
             #[cfg(feature = "verbs")]
             CtxImpl::Verbs(ctx) => ListenerImpl::Verbs(ctx.listen(addr)?),
         }))
@@ -114,8 +116,8 @@ impl Context {
     ) -> Result<Connection> {
         check_private_data(private_data, MAX_CONNECT_PRIVATE_DATA, "connect")?;
         Ok(Connection(match (&self.inner, &pd.0) {
-            (CtxImpl::Tcp(ctx), PdImpl::Tcp(pd)) => {
-                ConnImpl::Tcp(ctx.connect(pd, addr, &qp.tcp()?, private_data, qp.timeout)?)
+            (CtxImpl::Stream(ctx), PdImpl::Stream(pd)) => {
+                ConnImpl::Stream(ctx.connect(pd, addr, &qp.stream()?, private_data, qp.timeout)?)
             }
             #[cfg(feature = "verbs")]
             (CtxImpl::Verbs(ctx), PdImpl::Verbs(pd)) => {
@@ -226,9 +228,9 @@ impl<'a> QpConfig<'a> {
         self
     }
 
-    fn tcp(&self) -> Result<QpSpec<Arc<tcp::Cq>>> {
+    fn stream(&self) -> Result<QpSpec<Arc<stream::Cq>>> {
         match (&self.send_cq.0, &self.recv_cq.0) {
-            (CqImpl::Tcp(s), CqImpl::Tcp(r)) => Ok(self.spec(s.clone(), r.clone())),
+            (CqImpl::Stream(s), CqImpl::Stream(r)) => Ok(self.spec(s.clone(), r.clone())),
             #[cfg(feature = "verbs")]
             _ => Err(mixed_providers()),
         }
@@ -275,7 +277,7 @@ pub struct CompletionQueue(CqImpl);
 
 #[derive(Clone)]
 enum CqImpl {
-    Tcp(Arc<tcp::Cq>),
+    Stream(Arc<stream::Cq>),
     #[cfg(feature = "verbs")]
     Verbs(Arc<verbs::Cq>),
 }
@@ -285,7 +287,7 @@ impl CompletionQueue {
     #[inline]
     pub fn poll(&self, out: &mut [Completion]) -> Result<usize> {
         match &self.0 {
-            CqImpl::Tcp(cq) => cq.poll(out),
+            CqImpl::Stream(cq) => cq.poll(out),
             #[cfg(feature = "verbs")]
             CqImpl::Verbs(cq) => cq.poll(out),
         }
@@ -303,7 +305,7 @@ impl CompletionQueue {
     /// since completions that arrived before it do not count.
     pub fn req_notify(&self, solicited_only: bool) -> Result<()> {
         match &self.0 {
-            CqImpl::Tcp(cq) => cq.req_notify(solicited_only),
+            CqImpl::Stream(cq) => cq.req_notify(solicited_only),
             #[cfg(feature = "verbs")]
             CqImpl::Verbs(cq) => cq.req_notify(solicited_only),
         }
@@ -313,7 +315,7 @@ impl CompletionQueue {
     /// The event is consumed, so arm again before the next wait.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         match &self.0 {
-            CqImpl::Tcp(cq) => cq.wait(timeout),
+            CqImpl::Stream(cq) => cq.wait(timeout),
             #[cfg(feature = "verbs")]
             CqImpl::Verbs(cq) => cq.wait(timeout),
         }
@@ -345,7 +347,7 @@ impl CompletionQueue {
     /// The completion channel's file descriptor, readable when the armed channel fired.
     pub fn as_raw_fd(&self) -> RawFd {
         match &self.0 {
-            CqImpl::Tcp(cq) => cq.fd(),
+            CqImpl::Stream(cq) => cq.fd(),
             #[cfg(feature = "verbs")]
             CqImpl::Verbs(cq) => cq.fd(),
         }
@@ -358,7 +360,7 @@ impl CompletionQueue {
 pub struct Connection(ConnImpl);
 
 enum ConnImpl {
-    Tcp(tcp::Connection),
+    Stream(stream::Connection),
     #[cfg(feature = "verbs")]
     Verbs(verbs::Connection),
 }
@@ -366,7 +368,7 @@ enum ConnImpl {
 macro_rules! dispatch {
     ($self:expr, $conn:ident => $body:expr) => {
         match &$self.0 {
-            ConnImpl::Tcp($conn) => $body,
+            ConnImpl::Stream($conn) => $body,
             #[cfg(feature = "verbs")]
             ConnImpl::Verbs($conn) => $body,
         }
@@ -479,7 +481,7 @@ impl Drop for Connection {
 pub struct Listener(ListenerImpl);
 
 enum ListenerImpl {
-    Tcp(tcp::Listener),
+    Stream(stream::Listener),
     #[cfg(feature = "verbs")]
     Verbs(verbs::Listener),
 }
@@ -504,7 +506,7 @@ impl Listener {
     /// The address it listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         match &self.0 {
-            ListenerImpl::Tcp(l) => l.local_addr(),
+            ListenerImpl::Stream(l) => l.local_addr(),
             #[cfg(feature = "verbs")]
             ListenerImpl::Verbs(l) => l.local_addr(),
         }
@@ -513,9 +515,9 @@ impl Listener {
     /// Waits up to `timeout` (forever for `None`) for the next event.
     pub fn get_event(&self, timeout: Option<Duration>) -> Result<Option<CmEvent>> {
         Ok(match &self.0 {
-            ListenerImpl::Tcp(l) => l
+            ListenerImpl::Stream(l) => l
                 .get_event(timeout)?
-                .map(|e| e.map(|r| ConnectRequest(ReqImpl::Tcp(r)))),
+                .map(|e| e.map(|r| ConnectRequest(ReqImpl::Stream(r)))),
             #[cfg(feature = "verbs")]
             ListenerImpl::Verbs(l) => l
                 .get_event(timeout)?
@@ -526,7 +528,7 @@ impl Listener {
     /// A file descriptor that is readable when an event may be ready.
     pub fn as_raw_fd(&self) -> RawFd {
         match &self.0 {
-            ListenerImpl::Tcp(l) => l.fd(),
+            ListenerImpl::Stream(l) => l.fd(),
             #[cfg(feature = "verbs")]
             ListenerImpl::Verbs(l) => l.fd(),
         }
@@ -554,7 +556,7 @@ impl<R> Event<R> {
 pub struct ConnectRequest(ReqImpl);
 
 enum ReqImpl {
-    Tcp(tcp::ConnectRequest),
+    Stream(stream::ConnectRequest),
     #[cfg(feature = "verbs")]
     Verbs(verbs::ConnectRequest),
 }
@@ -563,7 +565,7 @@ impl ConnectRequest {
     /// The private data the peer sent.
     pub fn private_data(&self) -> &[u8] {
         match &self.0 {
-            ReqImpl::Tcp(r) => r.private_data(),
+            ReqImpl::Stream(r) => r.private_data(),
             #[cfg(feature = "verbs")]
             ReqImpl::Verbs(r) => r.private_data(),
         }
@@ -572,7 +574,7 @@ impl ConnectRequest {
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         match &self.0 {
-            ReqImpl::Tcp(r) => r.peer_addr(),
+            ReqImpl::Stream(r) => r.peer_addr(),
             #[cfg(feature = "verbs")]
             ReqImpl::Verbs(r) => r.peer_addr(),
         }
@@ -588,8 +590,8 @@ impl ConnectRequest {
     ) -> Result<Connection> {
         check_private_data(private_data, MAX_ACCEPT_PRIVATE_DATA, "accept")?;
         Ok(Connection(match (self.0, &pd.0) {
-            (ReqImpl::Tcp(r), PdImpl::Tcp(pd)) => {
-                ConnImpl::Tcp(r.accept(pd, &qp.tcp()?, private_data)?)
+            (ReqImpl::Stream(r), PdImpl::Stream(pd)) => {
+                ConnImpl::Stream(r.accept(pd, &qp.stream()?, private_data)?)
             }
             #[cfg(feature = "verbs")]
             (ReqImpl::Verbs(r), PdImpl::Verbs(pd)) => {
@@ -604,7 +606,7 @@ impl ConnectRequest {
     pub fn reject(self, private_data: &[u8]) -> Result<()> {
         check_private_data(private_data, MAX_REJECT_PRIVATE_DATA, "reject")?;
         match self.0 {
-            ReqImpl::Tcp(r) => r.reject(private_data),
+            ReqImpl::Stream(r) => r.reject(private_data),
             #[cfg(feature = "verbs")]
             ReqImpl::Verbs(r) => r.reject(private_data),
         }

@@ -17,6 +17,8 @@ pub enum ProviderKind {
     Verbs,
     /// Userspace emulation of reliable connections over TCP.
     Tcp,
+    /// Processes on one host: the same emulation over shared-memory rings. Only when named.
+    Shm,
 }
 
 impl ProviderKind {
@@ -25,6 +27,7 @@ impl ProviderKind {
         match self {
             ProviderKind::Verbs => "verbs",
             ProviderKind::Tcp => "tcp",
+            ProviderKind::Shm => "shm",
         }
     }
 }
@@ -41,8 +44,9 @@ impl FromStr for ProviderKind {
         match s {
             "verbs" => Ok(ProviderKind::Verbs),
             "tcp" => Ok(ProviderKind::Tcp),
+            "shm" => Ok(ProviderKind::Shm),
             other => Err(Error::Config(format!(
-                "unknown provider {other:?}; expected \"verbs\" or \"tcp\""
+                "unknown provider {other:?}; expected \"verbs\", \"tcp\" or \"shm\""
             ))),
         }
     }
@@ -150,6 +154,17 @@ mod tests {
         let dev = db.get("rocep61s0").unwrap();
         assert_eq!(dev.port, 10005);
         assert_eq!(dev.provider, None);
+    }
+
+    #[test]
+    fn shm_is_a_provider_name() {
+        let db = DeviceDatabase::parse(
+            &SEED.replace("\"port\":10005", "\"port\":10005,\"provider\":\"shm\""),
+        )
+        .unwrap();
+        assert_eq!(db.devices[0].provider, Some(ProviderKind::Shm));
+        assert_eq!("shm".parse::<ProviderKind>().unwrap(), ProviderKind::Shm);
+        assert_eq!(ProviderKind::Shm.to_string(), "shm");
     }
 
     #[test]

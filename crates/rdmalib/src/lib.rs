@@ -8,8 +8,10 @@
 //!   and atomic fetch-and-add. Its completions arrive on the queues named in its [`QpConfig`].
 //!   Polling a queue drives the provider, so a hot-polling thread is the whole data path.
 //!
-//! Providers: `verbs` (libibverbs + librdmacm, loaded at run time; feature `verbs`) and
-//! `tcp` (a userspace emulation of reliable-connection semantics over TCP, for any host).
+//! Providers: `verbs` (libibverbs + librdmacm, loaded at run time; feature `verbs`),
+//! `tcp` (a userspace emulation of reliable-connection semantics over TCP, for any host) and
+//! `shm` (the same emulation over shared-memory rings, for processes on one host; only when a
+//! device names it: `"provider": "shm"`).
 //! Remote writes are always checked against the target's registered regions: a bad rkey, a
 //! range outside the region or missing access rights is a [`Status::RemoteAccessError`] on
 //! both sides, and nothing is written.
@@ -39,7 +41,7 @@ mod device;
 mod error;
 mod memory;
 mod region;
-mod tcp;
+mod stream;
 mod types;
 #[cfg(feature = "verbs")]
 mod verbs;

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use crate::error::{Error, Result};
 use crate::memory::Allocation;
 use crate::types::{Access, RemoteBuffer};
-use crate::{ProviderKind, tcp};
+use crate::{ProviderKind, stream};
 
 #[cfg(feature = "verbs")]
 use crate::verbs;
@@ -17,7 +17,7 @@ pub struct ProtectionDomain(pub(crate) PdImpl);
 
 #[derive(Clone)]
 pub(crate) enum PdImpl {
-    Tcp(Arc<tcp::Pd>),
+    Stream(Arc<stream::Pd>),
     #[cfg(feature = "verbs")]
     Verbs(Arc<verbs::Pd>),
 }
@@ -26,7 +26,7 @@ impl ProtectionDomain {
     /// Which provider serves this domain.
     pub fn provider(&self) -> ProviderKind {
         match &self.0 {
-            PdImpl::Tcp(_) => ProviderKind::Tcp,
+            PdImpl::Stream(pd) => pd.provider(),
             #[cfg(feature = "verbs")]
             PdImpl::Verbs(_) => ProviderKind::Verbs,
         }
@@ -65,13 +65,13 @@ impl ProtectionDomain {
         }
         let inner = match &self.0 {
             // SAFETY: forwarded from this function's contract.
-            PdImpl::Tcp(pd) => MrImpl::Tcp(unsafe { pd.register(ptr, len, access)? }),
+            PdImpl::Stream(pd) => MrImpl::Stream(unsafe { pd.register(ptr, len, access)? }),
             #[cfg(feature = "verbs")]
             // SAFETY: forwarded from this function's contract.
             PdImpl::Verbs(pd) => MrImpl::Verbs(unsafe { pd.register(ptr, len, access)? }),
         };
         let (lkey, rkey) = match &inner {
-            MrImpl::Tcp(mr) => (mr.lkey(), mr.rkey()),
+            MrImpl::Stream(mr) => (mr.lkey(), mr.rkey()),
             #[cfg(feature = "verbs")]
             MrImpl::Verbs(mr) => (mr.lkey(), mr.rkey()),
         };
@@ -88,7 +88,7 @@ impl ProtectionDomain {
 }
 
 pub(crate) enum MrImpl {
-    Tcp(tcp::Mr),
+    Stream(stream::Mr),
     #[cfg(feature = "verbs")]
     Verbs(verbs::Mr),
 }

@@ -1,18 +1,22 @@
-//! In-process checks of the tcp provider's basic operations (the two-process tests are in
-//! `two_process.rs`).
+//! In-process checks of the tcp and shm providers' basic operations (the two-process tests are
+//! in `two_process.rs`).
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdmalib::*;
 
 fn dev() -> DeviceConfig {
+    dev_with(ProviderKind::Tcp)
+}
+
+fn dev_with(provider: ProviderKind) -> DeviceConfig {
     DeviceConfig {
         name: "lo".into(),
         ip_address: "127.0.0.1".into(),
         port: 0,
         max_inline_data: 64,
         default_receive_buffer_size: 32,
-        provider: Some(ProviderKind::Tcp),
+        provider: Some(provider),
     }
 }
 
@@ -20,7 +24,17 @@ const T: Option<Duration> = Some(Duration::from_secs(5));
 
 #[test]
 fn write_with_imm_fetch_add_and_blocking_wait_in_one_process() {
+    basic_operations(dev);
+}
+
+#[test]
+fn shm_write_with_imm_fetch_add_and_blocking_wait_in_one_process() {
+    basic_operations(|| dev_with(ProviderKind::Shm));
+}
+
+fn basic_operations(dev: fn() -> DeviceConfig) {
     let ctx = Context::open(&dev()).unwrap();
+    assert_eq!(ctx.provider(), dev().provider.unwrap());
     let listener = ctx.listen(0).unwrap();
     let addr = listener.local_addr();
     let server = std::thread::spawn(move || {
@@ -62,6 +76,7 @@ fn write_with_imm_fetch_add_and_blocking_wait_in_one_process() {
         ));
     });
     let pd = ctx.alloc_pd().unwrap();
+    assert_eq!(pd.provider(), ctx.provider());
     let cq = ctx.create_cq(16).unwrap();
     let mr = pd.register(4096, Access::ALL).unwrap();
     let conn = ctx

@@ -1,5 +1,8 @@
 //! The tcp provider between two real processes over 127.0.0.1.
 //!
+//! With `RDMALIB_TEST_PROVIDER=shm` in the environment the same tests run on the shm provider
+//! (the peer inherits the variable); `tools/test.sh` runs both.
+//!
 //! The responder ("peer") is this same test binary, re-executed. [`peer_process`] is an
 //! ordinary `#[test]` that returns at once — and so passes — unless the environment variable
 //! `RDMALIB_TEST_PEER` is set. The [`Peer`] harness runs
@@ -54,6 +57,16 @@ const MAX_INLINE: u32 = 64;
 /// How long any expected event may take.
 const T: Duration = Duration::from_secs(10);
 
+/// The provider under test: `tcp`, or the one `RDMALIB_TEST_PROVIDER` names.
+fn provider() -> ProviderKind {
+    match std::env::var("RDMALIB_TEST_PROVIDER") {
+        Ok(name) => name
+            .parse()
+            .expect("RDMALIB_TEST_PROVIDER names a provider"),
+        Err(_) => ProviderKind::Tcp,
+    }
+}
+
 fn device() -> DeviceConfig {
     DeviceConfig {
         name: "lo".into(),
@@ -61,7 +74,7 @@ fn device() -> DeviceConfig {
         port: 0,
         max_inline_data: MAX_INLINE,
         default_receive_buffer_size: 32,
-        provider: Some(ProviderKind::Tcp),
+        provider: Some(provider()),
     }
 }
 

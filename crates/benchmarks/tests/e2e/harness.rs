@@ -206,12 +206,22 @@ impl Manager {
     }
 }
 
-/// A device database with the loopback device on the tcp provider.
+/// The provider of the loopback device: `tcp`, or the one `RFAAS_E2E_PROVIDER` names
+/// (`tools/test.sh` also runs the suite with `shm`).
+pub fn provider() -> rdmalib::ProviderKind {
+    match std::env::var("RFAAS_E2E_PROVIDER") {
+        Ok(name) => name.parse().expect("RFAAS_E2E_PROVIDER names a provider"),
+        Err(_) => rdmalib::ProviderKind::Tcp,
+    }
+}
+
+/// A device database with the loopback device on the tcp provider (or [`provider`]).
 pub fn loopback_devices(dir: &TempDir) -> PathBuf {
     dir.write_json(
         "devices.json",
         &serde_json::json!({"devices": [{"name": "lo", "ip_address": "127.0.0.1", "port": 10000,
-            "max_inline_data": 0, "default_receive_buffer_size": 32, "provider": "tcp"}]}),
+            "max_inline_data": 0, "default_receive_buffer_size": 32,
+            "provider": provider().name()}]}),
     )
 }
 
@@ -270,7 +280,7 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The loopback device on the tcp provider, for clients in the test process.
+/// The loopback device on the tcp provider (or [`provider`]), for clients in the test process.
 pub fn loopback_device() -> rdmalib::DeviceConfig {
     rdmalib::DeviceConfig {
         name: "lo".into(),
@@ -278,7 +288,7 @@ pub fn loopback_device() -> rdmalib::DeviceConfig {
         port: 0,
         max_inline_data: 0,
         default_receive_buffer_size: 32,
-        provider: Some(rdmalib::ProviderKind::Tcp),
+        provider: Some(provider()),
     }
 }
 

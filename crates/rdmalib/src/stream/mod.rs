@@ -1,8 +1,9 @@
-//! The `tcp` provider: reliable-connection semantics emulated over TCP, for hosts without an
-//! RDMA device.
+//! The `tcp` and `shm` providers: reliable-connection semantics emulated in userspace over a
+//! byte stream. The frame engine is shared; only the transport under it differs ([`tcp`]: a
+//! TCP socket, for any host; [`shm`]: shared-memory rings, for processes on one host).
 //!
 //! - Every work request is one frame ([`wire`]) written by the posting thread with one
-//!   `sendmsg`; a payload is sent straight from registered memory.
+//!   vectored write; a payload is sent straight from registered memory.
 //! - The receiving side checks every one-sided operation against its protection domain's
 //!   registry (rkey, access flags, bounds) before a byte lands in memory; a violation is a
 //!   NAK to the requester, an error completion on both sides, and the end of the connection.
@@ -11,11 +12,16 @@
 //!   connections whose queues are armed for a blocking wait, connections created with
 //!   `background_progress`, and connections nobody has polled for a while; it also notices
 //!   peers that hang up.
+//! - The bytes move through a [`transport::Transport`]: a TCP socket, or two shared-memory
+//!   rings with no system call on the data path.
 
 mod cm;
 mod conn;
 mod engine;
+mod shm;
 mod sys;
+mod tcp;
+mod transport;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -29,7 +35,7 @@ pub(crate) use cm::{ConnectRequest, Listener};
 pub(crate) use conn::Connection;
 
 use crate::context::QpSpec;
-use crate::device::DeviceConfig;
+use crate::device::{DeviceConfig, ProviderKind};
 use crate::error::{Error, Result};
 use crate::types::{Access, Completion};
 use engine::Engine;
@@ -38,20 +44,37 @@ use sys::EventFd;
 /// Keys are unique in the process, so a key from another domain never matches by accident.
 static NEXT_KEY: AtomicU32 = AtomicU32::new(0x1000);
 
+/// A context of the `tcp` provider or, with `shm` set, of the `shm` provider: both share the
+/// frame engine and differ only in the byte transport under it ([`transport`]).
 pub(crate) struct Context {
     engine: Arc<Engine>,
+    shm: bool,
 }
 
 impl Context {
     pub(crate) fn open(_dev: &DeviceConfig) -> Result<Context> {
         Ok(Context {
             engine: Engine::start()?,
+            shm: false,
         })
+    }
+
+    /// A context of the `shm` provider (processes on one host).
+    pub(crate) fn open_shm(_dev: &DeviceConfig) -> Result<Context> {
+        Ok(Context {
+            engine: Engine::start()?,
+            shm: true,
+        })
+    }
+
+    pub(crate) fn is_shm(&self) -> bool {
+        self.shm
     }
 
     pub(crate) fn alloc_pd(&self) -> Result<Arc<Pd>> {
         Ok(Arc::new(Pd {
             regions: Mutex::new(HashMap::new()),
+            shm: self.shm,
         }))
     }
 
@@ -65,7 +88,7 @@ impl Context {
     }
 
     pub(crate) fn listen(&self, addr: SocketAddr) -> Result<Listener> {
-        Listener::bind(self.engine.clone(), addr)
+        Listener::bind(self.engine.clone(), addr, self.shm)
     }
 
     pub(crate) fn connect(
@@ -76,13 +99,15 @@ impl Context {
         private_data: &[u8],
         timeout: Duration,
     ) -> Result<Connection> {
-        cm::connect(&self.engine, pd, addr, qp, private_data, timeout)
+        cm::connect(&self.engine, pd, addr, qp, private_data, timeout, self.shm)
     }
 }
 
 /// A protection domain: the registry of its regions, looked up by key on every remote access.
 pub(crate) struct Pd {
     regions: Mutex<HashMap<u32, Arc<Region>>>,
+    /// Allocated by an shm context (only for [`Pd::provider`]).
+    shm: bool,
 }
 
 /// A registered range as the receive path sees it.
@@ -105,6 +130,14 @@ impl Region {
 }
 
 impl Pd {
+    pub(crate) fn provider(&self) -> ProviderKind {
+        if self.shm {
+            ProviderKind::Shm
+        } else {
+            ProviderKind::Tcp
+        }
+    }
+
     fn lookup(&self, key: u32) -> Option<Arc<Region>> {
         self.regions
             .lock()

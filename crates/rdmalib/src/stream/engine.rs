@@ -51,22 +51,37 @@ impl Engine {
 
     pub(super) fn register(&self, conn: &Arc<Shared>) -> Result<()> {
         lock(&self.conns).insert(conn.qp_num, Arc::downgrade(conn));
+        let t = conn.transport();
+        t.want_wakeups(conn.background);
         let event = EpollEvent::new(flags(conn.background), u64::from(conn.qp_num));
         self.epoll
-            .add(conn.fd(), event)
-            .map_err(|e| Error::io("epoll_ctl for a new connection", e.into()))
+            .add(t.readiness_fd(), event)
+            .map_err(|e| Error::io("epoll_ctl for a new connection", e.into()))?;
+        if let Some(fd) = t.hangup_fd() {
+            self.epoll
+                .add(fd, EpollEvent::new(hangup_flags(), hangup_key(conn.qp_num)))
+                .map_err(|e| Error::io("epoll_ctl for a new connection", e.into()))?;
+        }
+        Ok(())
     }
 
     /// Re-arms the watch on `conn`, for incoming data too when `data` is set.
     pub(super) fn watch(&self, conn: &Shared, data: bool) {
         tracing::trace!(qp = conn.qp_num, data, "watch");
+        conn.transport().want_wakeups(data);
         let mut event = EpollEvent::new(flags(data), u64::from(conn.qp_num));
-        let _ = self.epoll.modify(conn.fd(), &mut event);
+        let _ = self
+            .epoll
+            .modify(conn.transport().readiness_fd(), &mut event);
     }
 
     pub(super) fn forget(&self, conn: &Shared) {
         if lock(&self.conns).remove(&conn.qp_num).is_some() {
-            let _ = self.epoll.delete(conn.fd());
+            let t = conn.transport();
+            let _ = self.epoll.delete(t.readiness_fd());
+            if let Some(fd) = t.hangup_fd() {
+                let _ = self.epoll.delete(fd);
+            }
         }
     }
 }
@@ -84,6 +99,18 @@ fn flags(data: bool) -> EpollFlags {
     } else {
         base
     }
+}
+
+/// A transport's separate hang-up descriptor: watched for the peer going away only.
+fn hangup_flags() -> EpollFlags {
+    EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT
+}
+
+/// Epoll key of a connection's hang-up descriptor (its readiness descriptor uses the qp number).
+const HANGUP_BIT: u64 = 1 << 32;
+
+fn hangup_key(qp_num: u32) -> u64 {
+    HANGUP_BIT | u64::from(qp_num)
 }
 
 fn lock(m: &Registry) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<Shared>>> {
@@ -107,22 +134,35 @@ fn run(epoll: &Epoll, conns: &Registry) {
                 return;
             }
             let conn = lock(conns)
-                .get(&(event.data() as u32))
+                .get(&((event.data() & !HANGUP_BIT) as u32))
                 .and_then(Weak::upgrade);
             tracing::trace!(qp = event.data(), events = ?event.events(), "engine event");
             if let Some(conn) = conn {
+                let t = conn.transport();
+                t.on_event();
                 conn.progress_background();
                 if conn.is_connected() {
+                    if event.data() & HANGUP_BIT != 0 {
+                        // Not (yet) a hang-up the receive path acted on: keep watching.
+                        if let Some(fd) = t.hangup_fd() {
+                            let mut again = EpollEvent::new(hangup_flags(), event.data());
+                            let _ = epoll.modify(fd, &mut again);
+                        }
+                        continue;
+                    }
+                    let key = u64::from(conn.qp_num);
                     let mut data = conn.wants_background();
                     tracing::trace!(qp = conn.qp_num, data, "engine re-arm");
-                    let mut again = EpollEvent::new(flags(data), event.data());
-                    let _ = epoll.modify(conn.fd(), &mut again);
+                    t.want_wakeups(data);
+                    let mut again = EpollEvent::new(flags(data), key);
+                    let _ = epoll.modify(t.readiness_fd(), &mut again);
                     // A `req_notify` between the check and the modify armed the watch and we
                     // just disarmed it: look again (it sets its flag before it re-arms).
                     if !data && conn.wants_background() {
                         data = true;
-                        let mut again = EpollEvent::new(flags(data), event.data());
-                        let _ = epoll.modify(conn.fd(), &mut again);
+                        t.want_wakeups(data);
+                        let mut again = EpollEvent::new(flags(data), key);
+                        let _ = epoll.modify(t.readiness_fd(), &mut again);
                     }
                 }
             }

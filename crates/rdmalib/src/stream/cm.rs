@@ -8,7 +8,8 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,10 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use super::conn::{Connection, Shared};
 use super::engine::Engine;
+use super::shm;
 use super::sys::{EventFd, wait_readable};
+use super::tcp::TcpTransport;
+use super::transport::Transport;
 use super::wire::{MAGIC, VERSION};
 use super::{Cq, Pd};
 use crate::context::{Event, QpSpec};
@@ -52,8 +56,96 @@ impl ListenerShared {
     }
 }
 
+/// The socket a handshake runs over: TCP for `tcp`, a Unix socket for `shm` (which stays open
+/// for the connection's life as its hang-up detector).
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nonblocking(on),
+            Stream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    /// Turns the handshaken socket into the connection's transport. `active`: this side
+    /// connected (for shm it creates and sends the shared memory; the passive side receives it).
+    fn into_transport(self, active: bool) -> Result<Box<dyn Transport>> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_nodelay(true)
+                    .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
+                s.set_read_timeout(None)
+                    .map_err(|e| Error::io("clearing the handshake timeout", e))?;
+                Ok(Box::new(TcpTransport(s)))
+            }
+            Stream::Unix(s) => Ok(Box::new(if active {
+                shm::ShmTransport::create(s)?
+            } else {
+                shm::ShmTransport::receive(s)?
+            })),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Socket {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Socket {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Socket::Tcp(s) => s.as_fd(),
+            Socket::Unix(s) => s.as_fd(),
+        }
+    }
+
+    fn accept(&self, local: SocketAddr) -> io::Result<(Stream, SocketAddr)> {
+        match self {
+            Socket::Tcp(s) => s.accept().map(|(s, a)| (Stream::Tcp(s), a)),
+            // A Unix peer has no IP address: name it by the listener's IP and port 0.
+            Socket::Unix(s) => s
+                .accept()
+                .map(|(s, _)| (Stream::Unix(s), SocketAddr::new(local.ip(), 0))),
+        }
+    }
+}
+
 pub(crate) struct Listener {
-    socket: TcpListener,
+    socket: Socket,
     local: SocketAddr,
     shared: Arc<ListenerShared>,
     /// Readable when the socket has a connection waiting or the doorbell rang.
@@ -62,22 +154,31 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    pub(super) fn bind(engine: Arc<Engine>, addr: SocketAddr) -> Result<Listener> {
-        let socket =
-            TcpListener::bind(addr).map_err(|e| Error::io(format!("listen on {addr}"), e))?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|e| Error::io("making the listener non-blocking", e))?;
-        let local = socket
-            .local_addr()
-            .map_err(|e| Error::io("listener address", e))?;
+    pub(super) fn bind(engine: Arc<Engine>, addr: SocketAddr, shm: bool) -> Result<Listener> {
+        let (socket, local) = if shm {
+            let (socket, local) = shm::bind(addr)?;
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| Error::io("making the listener non-blocking", e))?;
+            (Socket::Unix(socket), local)
+        } else {
+            let socket =
+                TcpListener::bind(addr).map_err(|e| Error::io(format!("listen on {addr}"), e))?;
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| Error::io("making the listener non-blocking", e))?;
+            let local = socket
+                .local_addr()
+                .map_err(|e| Error::io("listener address", e))?;
+            (Socket::Tcp(socket), local)
+        };
         let shared = Arc::new(ListenerShared {
             events: Mutex::new(VecDeque::new()),
             doorbell: EventFd::new().map_err(|e| Error::io("eventfd for a listener", e))?,
         });
         let readiness = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| Error::io("epoll_create for a listener", e.into()))?;
-        for fd in [socket.as_fd(), shared.doorbell.fd()] {
+        for fd in [socket.fd(), shared.doorbell.fd()] {
             readiness
                 .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, 0))
                 .map_err(|e| Error::io("epoll_ctl for a listener", e.into()))?;
@@ -109,7 +210,7 @@ impl Listener {
             if let Some(event) = self.shared.pop() {
                 return Ok(Some(event));
             }
-            match self.socket.accept() {
+            match self.socket.accept(self.local) {
                 Ok((stream, peer)) => match self.read_request(stream, peer) {
                     Ok(request) => return Ok(Some(Event::ConnectRequest(request))),
                     Err(e) => tracing::warn!("ignored a connection attempt from {peer}: {e}"),
@@ -122,7 +223,7 @@ impl Listener {
                             None => return Ok(None),
                         },
                     };
-                    wait_readable(&[self.socket.as_fd(), self.shared.doorbell.fd()], left)
+                    wait_readable(&[self.socket.fd(), self.shared.doorbell.fd()], left)
                         .map_err(|e| Error::io("waiting for connection requests", e))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -131,7 +232,7 @@ impl Listener {
         }
     }
 
-    fn read_request(&self, mut stream: TcpStream, peer: SocketAddr) -> Result<ConnectRequest> {
+    fn read_request(&self, mut stream: Stream, peer: SocketAddr) -> Result<ConnectRequest> {
         let io_err = |e| Error::io(format!("connection request from {peer}"), e);
         stream.set_nonblocking(false).map_err(io_err)?;
         stream
@@ -169,7 +270,7 @@ impl Listener {
     }
 }
 
-fn reply(stream: &mut TcpStream, status: u8, data: &[u8]) -> io::Result<()> {
+fn reply(stream: &mut Stream, status: u8, data: &[u8]) -> io::Result<()> {
     let mut msg = Vec::with_capacity(9 + data.len());
     msg.extend_from_slice(&MAGIC);
     msg.extend_from_slice(&VERSION.to_le_bytes());
@@ -180,7 +281,7 @@ fn reply(stream: &mut TcpStream, status: u8, data: &[u8]) -> io::Result<()> {
 }
 
 pub(crate) struct ConnectRequest {
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     peer: SocketAddr,
     private_data: Vec<u8>,
     listener: Weak<ListenerShared>,
@@ -206,7 +307,8 @@ impl ConnectRequest {
         reply(&mut stream, ACCEPT, private_data)
             .map_err(|e| Error::io(format!("accepting {}", self.peer), e))?;
         let data = std::mem::take(&mut self.private_data);
-        let shared = Shared::new(stream, data, pd, qp, &self.engine)?;
+        let transport = stream.into_transport(false)?;
+        let shared = Shared::new(transport, self.peer, data, pd, qp, &self.engine)?;
         shared.set_listener(self.listener.clone());
         if let Some(listener) = self.listener.upgrade() {
             listener.push(Event::Established(shared.qp_num));
@@ -238,11 +340,17 @@ pub(super) fn connect(
     qp: &QpSpec<Arc<Cq>>,
     private_data: &[u8],
     timeout: Duration,
+    shm: bool,
 ) -> Result<Connection> {
     let what = || format!("connect to {addr}");
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(what(), e))?;
-    stream.set_nodelay(true).map_err(|e| Error::io(what(), e))?;
+    let mut stream = if shm {
+        Stream::Unix(shm::connect(addr)?)
+    } else {
+        let stream =
+            TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(what(), e))?;
+        stream.set_nodelay(true).map_err(|e| Error::io(what(), e))?;
+        Stream::Tcp(stream)
+    };
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| Error::io(what(), e))?;
@@ -268,7 +376,12 @@ pub(super) fn connect(
         .read_exact(&mut data)
         .map_err(|e| Error::io(format!("answer from {addr}"), e))?;
     match head[6] {
-        ACCEPT => Ok(Connection::new(Shared::new(stream, data, pd, qp, engine)?)),
+        ACCEPT => {
+            let transport = stream.into_transport(true)?;
+            Ok(Connection::new(Shared::new(
+                transport, addr, data, pd, qp, engine,
+            )?))
+        }
         REJECT => Err(Error::Rejected { private_data: data }),
         BAD_VERSION => Err(Error::Protocol(format!(
             "{addr} speaks tcp-provider protocol version {version}, this build speaks {VERSION}"

@@ -81,6 +81,11 @@ impl EventFd {
         Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// Adopts an eventfd received from a peer.
+    pub fn from_owned(fd: OwnedFd) -> EventFd {
+        EventFd(fd)
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         use std::os::fd::AsFd;
         self.0.as_fd()

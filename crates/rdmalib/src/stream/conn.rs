@@ -2,15 +2,15 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::AsFd;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use super::cm::ListenerShared;
 use super::engine::Engine;
-use super::sys::{self, RawIov};
+use super::sys::RawIov;
+use super::transport::Transport;
 use super::wire::{self, FLAG_IMM, FLAG_SIGNALED, FLAG_SOLICITED, HEADER_LEN, Header, Op};
 use super::{Cq, Pd, Region};
 use crate::context::{Event, QpSpec};
@@ -114,7 +114,7 @@ enum Fault {
 
 pub(super) struct Shared {
     pub qp_num: u32,
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
     peer: SocketAddr,
     peer_private_data: Vec<u8>,
     pd: Arc<Pd>,
@@ -144,21 +144,13 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn new(
-        stream: TcpStream,
+        stream: Box<dyn Transport>,
+        peer: SocketAddr,
         peer_private_data: Vec<u8>,
         pd: &Arc<Pd>,
         qp: &QpSpec<Arc<Cq>>,
         engine: &Arc<Engine>,
     ) -> Result<Arc<Shared>> {
-        let peer = stream
-            .peer_addr()
-            .map_err(|e| Error::io("peer address of a new connection", e))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| Error::io("setting TCP_NODELAY", e))?;
-        stream
-            .set_read_timeout(None)
-            .map_err(|e| Error::io("clearing the handshake timeout", e))?;
         let shared = Arc::new(Shared {
             qp_num: NEXT_QP_NUM.fetch_add(1, Ordering::Relaxed),
             stream,
@@ -199,8 +191,8 @@ impl Shared {
         let _ = self.listener.set(listener);
     }
 
-    pub(super) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.stream.as_fd()
+    pub(super) fn transport(&self) -> &dyn Transport {
+        &*self.stream
     }
 
     pub(super) fn is_connected(&self) -> bool {
@@ -301,9 +293,9 @@ impl Shared {
                     continue;
                 }
                 if inc.remaining >= DIRECT_RECV {
-                    let fd = self.stream.as_fd();
+                    let stream = &*self.stream;
                     // SAFETY: `dst..dst+room` is inside the live region (`fill` holds it).
-                    match fill(inc, |dst, room| unsafe { sys::recv_raw(fd, dst, room) }) {
+                    match fill(inc, |dst, room| unsafe { stream.recv(dst, room) }) {
                         Ok(0) => return Err(Fault::Closed),
                         Ok(_) => continue,
                         Err(Fault::Pending) => return Ok(()),
@@ -332,7 +324,7 @@ impl Shared {
             let end = rx.end;
             let free = &mut rx.buf[end..];
             // SAFETY: `free` is our own staging buffer, valid for `free.len()` bytes.
-            match unsafe { sys::recv_raw(self.stream.as_fd(), free.as_mut_ptr(), free.len()) } {
+            match unsafe { self.stream.recv(free.as_mut_ptr(), free.len()) } {
                 Ok(0) => return Err(Fault::Closed),
                 Ok(n) => rx.end += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -675,7 +667,7 @@ impl Shared {
             }
         }
         if self.shutdown_pending.swap(false, Ordering::AcqRel) {
-            let _ = self.stream.shutdown(Shutdown::Write);
+            self.stream.shutdown_write();
         }
     }
 
@@ -703,7 +695,7 @@ impl Shared {
         let mut first = 0;
         while first < count {
             // SAFETY: every piece lies in a buffer the caller keeps alive for this call.
-            match unsafe { sys::send_raw(self.stream.as_fd(), &pieces[first..count]) } {
+            match unsafe { self.stream.send(&pieces[first..count]) } {
                 Ok(mut n) => {
                     while n > 0 && first < count {
                         let p = &mut pieces[first];
@@ -724,7 +716,7 @@ impl Shared {
                     if !self.is_connected() {
                         return Err(io::ErrorKind::NotConnected.into());
                     }
-                    sys::wait_writable(self.stream.as_fd(), Duration::from_millis(50));
+                    self.stream.wait_writable(Duration::from_millis(50));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
