@@ -1,4 +1,4 @@
-//! Connection management for the tcp provider: the listener, the handshake that carries
+//! Connection management for the stream providers (tcp and shm): the listener, the handshake that carries
 //! private data, accept and reject.
 //!
 //! Handshake (little-endian): the active side sends `MAGIC, version u16, len u16, data`; the

@@ -31,11 +31,11 @@ pub(crate) struct Engine {
 impl Engine {
     pub(super) fn start() -> Result<Arc<Engine>> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
-            .map_err(|e| Error::io("epoll_create for the tcp provider", e.into()))?;
-        let stop = EventFd::new().map_err(|e| Error::io("eventfd for the tcp provider", e))?;
+            .map_err(|e| Error::io("epoll_create for the stream providers", e.into()))?;
+        let stop = EventFd::new().map_err(|e| Error::io("eventfd for the stream providers", e))?;
         epoll
             .add(stop.fd(), EpollEvent::new(EpollFlags::EPOLLIN, STOP))
-            .map_err(|e| Error::io("epoll_ctl for the tcp provider", e.into()))?;
+            .map_err(|e| Error::io("epoll_ctl for the stream providers", e.into()))?;
         let engine = Arc::new(Engine {
             epoll: Arc::new(epoll),
             conns: Arc::new(Mutex::new(HashMap::new())),
@@ -43,9 +43,9 @@ impl Engine {
         });
         let (epoll, conns) = (engine.epoll.clone(), engine.conns.clone());
         std::thread::Builder::new()
-            .name("rdmalib-tcp-progress".into())
+            .name("rdmalib-progress".into())
             .spawn(move || run(&epoll, &conns))
-            .map_err(|e| Error::io("starting the tcp progress thread", e))?;
+            .map_err(|e| Error::io("starting the progress thread", e))?;
         Ok(engine)
     }
 
@@ -125,7 +125,7 @@ fn run(epoll: &Epoll, conns: &Registry) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => 0,
             Err(e) => {
-                tracing::error!("tcp progress thread stops: epoll_wait failed: {e}");
+                tracing::error!("progress thread stops: epoll_wait failed: {e}");
                 return;
             }
         };
