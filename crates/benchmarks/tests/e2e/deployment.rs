@@ -113,20 +113,14 @@ fn full_deployment_leases_bills_and_frees_the_cores() {
     let dir = TempDir::new("deployment");
     let (rm, manager) = registered_deployment(&dir);
     let bench = benchmark_config(&dir, &rm, 100);
+    let client = ClientFiles {
+        config: bench,
+        devices: dir.path("devices.json"),
+        executors: None,
+    };
     let out = run(
         "warm_benchmarker",
-        &[
-            "--config",
-            arg(&bench),
-            "--device-database",
-            arg(&dir.path("devices.json")),
-            "--name",
-            "empty",
-            "--functions",
-            arg(&native_library()),
-            "-s",
-            "64",
-        ],
+        &client.args(&native_library(), &["--name", "empty", "-s", "64"]),
     );
     assert!(
         out.status.success(),

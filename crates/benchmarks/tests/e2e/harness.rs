@@ -241,14 +241,46 @@ pub fn shipped_config(name: &str) -> serde_json::Value {
         .unwrap()
 }
 
-/// Benchmark and executors-database files that point at `manager`.
+/// The files a benchmark client starts with.
+pub struct ClientFiles {
+    pub config: PathBuf,
+    pub devices: PathBuf,
+    /// `None` when the client leases through the resource manager.
+    pub executors: Option<PathBuf>,
+}
+
+impl ClientFiles {
+    /// The flags every benchmark client takes (`--config`, `--device-database`, `--functions`
+    /// and, without a resource manager, `--executors-database`), then `extra`.
+    pub fn args(&self, functions: &Path, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "--config".to_string(),
+            arg(&self.config).to_string(),
+            "--device-database".to_string(),
+            arg(&self.devices).to_string(),
+            "--functions".to_string(),
+            arg(functions).to_string(),
+        ];
+        if let Some(executors) = &self.executors {
+            args.extend([
+                "--executors-database".to_string(),
+                arg(executors).to_string(),
+            ]);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+}
+
+/// Benchmark and executors-database files that point at `manager` (and the loopback
+/// `devices.json` that `local_manager` wrote).
 pub fn client_configs(
     dir: &TempDir,
     manager: &Manager,
     cores: u32,
     hot_timeout: i32,
     repetitions: u64,
-) -> (PathBuf, PathBuf) {
+) -> ClientFiles {
     let mut bench = shipped_config("benchmark.json");
     bench["config"]["rdma_device"] = "lo".into();
     bench["config"]["rdma_device_port"] = 0.into();
@@ -257,14 +289,15 @@ pub fn client_configs(
     bench["benchmark"]["repetitions"] = repetitions.into();
     let executors = serde_json::json!({"executors": [{"node": "exec-mgr-node", "address": "127.0.0.1",
         "port": manager.addr.port(), "cores": cores, "memory": 512}]});
-    (
-        dir.write_json("benchmark.json", &bench),
-        dir.write_json("executors_database.json", &executors),
-    )
+    ClientFiles {
+        config: dir.write_json("benchmark.json", &bench),
+        devices: dir.path("devices.json"),
+        executors: Some(dir.write_json("executors_database.json", &executors)),
+    }
 }
 
 /// Runs a client binary to completion.
-pub fn run(bin_name: &str, args: &[&str]) -> Output {
+pub fn run<S: AsRef<std::ffi::OsStr>>(bin_name: &str, args: impl IntoIterator<Item = S>) -> Output {
     Command::new(bin(bin_name))
         .args(args)
         .output()

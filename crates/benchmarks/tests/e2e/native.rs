@@ -90,6 +90,11 @@ fn tutorial_warm_benchmark_native() {
     );
 
     let mut manager = Manager::start(&manager_config, &devices, &["--skip-resource-manager"]);
+    let client = ClientFiles {
+        config: bench,
+        devices,
+        executors: Some(executors),
+    };
     assert_eq!(
         manager.addr.port(),
         10005,
@@ -109,24 +114,19 @@ fn tutorial_warm_benchmark_native() {
         let size_arg = size.to_string();
         let out = run(
             "warm_benchmarker",
-            &[
-                "--config",
-                arg(&bench),
-                "--device-database",
-                arg(&devices),
-                "--name",
-                "empty",
-                "--functions",
-                arg(&native_library()),
-                "--executors-database",
-                arg(&executors),
-                "-s",
-                &size_arg,
-                "--input-file",
-                arg(&input_file),
-                "--output-file",
-                arg(&output_file),
-            ],
+            &client.args(
+                &native_library(),
+                &[
+                    "--name",
+                    "empty",
+                    "-s",
+                    &size_arg,
+                    "--input-file",
+                    arg(&input_file),
+                    "--output-file",
+                    arg(&output_file),
+                ],
+            ),
         );
         let stderr = text(&out.stderr);
         assert!(
@@ -182,23 +182,10 @@ fn two_cores_in_parallel() {
     let _serial = serial();
     let dir = TempDir::new("parallel");
     let manager = local_manager(&dir);
-    let (bench, executors) = client_configs(&dir, &manager, 2, 0, 20);
+    let client = client_configs(&dir, &manager, 2, 0, 20);
     let out = run(
         "parallel_invocations",
-        &[
-            "--config",
-            arg(&bench),
-            "--device-database",
-            arg(&dir.path("devices.json")),
-            "--name",
-            "empty",
-            "--functions",
-            arg(&native_library()),
-            "--executors-database",
-            arg(&executors),
-            "-s",
-            "64",
-        ],
+        &client.args(&native_library(), &["--name", "empty", "-s", "64"]),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
@@ -219,21 +206,10 @@ fn async_and_mixed_calls() {
     let _serial = serial();
     let dir = TempDir::new("async");
     let manager = local_manager(&dir);
-    let (bench, executors) = client_configs(&dir, &manager, 1, -1, 10);
+    let client = client_configs(&dir, &manager, 1, -1, 10);
     let out = run(
         "api_walkthrough",
-        &[
-            "--config",
-            arg(&bench),
-            "--device-database",
-            arg(&dir.path("devices.json")),
-            "--functions",
-            arg(&native_library()),
-            "--executors-database",
-            arg(&executors),
-            "-s",
-            "1000",
-        ],
+        &client.args(&native_library(), &["-s", "1000"]),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -260,23 +236,10 @@ fn unknown_function_name_is_a_clear_error() {
     let _serial = serial();
     let dir = TempDir::new("unknown");
     let mut manager = local_manager(&dir);
-    let (bench, executors) = client_configs(&dir, &manager, 1, -1, 10);
+    let client = client_configs(&dir, &manager, 1, -1, 10);
     let out = run(
         "warm_benchmarker",
-        &[
-            "--config",
-            arg(&bench),
-            "--device-database",
-            arg(&dir.path("devices.json")),
-            "--name",
-            "nosuch",
-            "--functions",
-            arg(&native_library()),
-            "--executors-database",
-            arg(&executors),
-            "-s",
-            "1",
-        ],
+        &client.args(&native_library(), &["--name", "nosuch", "-s", "1"]),
     );
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
@@ -364,22 +327,9 @@ fn client_that_disconnects_mid_lease() {
     let _serial = serial();
     let dir = TempDir::new("disconnect");
     let manager = local_manager(&dir);
-    let (bench, executors) = client_configs(&dir, &manager, 1, -1, 100_000_000);
-    let mut client = Command::new(bin("warm_benchmarker"))
-        .args([
-            "--config",
-            arg(&bench),
-            "--device-database",
-            arg(&dir.path("devices.json")),
-            "--name",
-            "empty",
-            "--functions",
-            arg(&native_library()),
-            "--executors-database",
-            arg(&executors),
-            "-s",
-            "8",
-        ])
+    let client = client_configs(&dir, &manager, 1, -1, 100_000_000);
+    let mut benchmark = Command::new(bin("warm_benchmarker"))
+        .args(client.args(&native_library(), &["--name", "empty", "-s", "8"]))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -389,8 +339,8 @@ fn client_that_disconnects_mid_lease() {
         manager.log()
     );
     std::thread::sleep(Duration::from_millis(300));
-    client.kill().unwrap();
-    client.wait().unwrap();
+    benchmark.kill().unwrap();
+    benchmark.wait().unwrap();
     assert!(
         manager.wait_for_log("Executor of allocation 1 finished", Duration::from_secs(10)),
         "{}",

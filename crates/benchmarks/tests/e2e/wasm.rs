@@ -12,31 +12,26 @@ fn warm_benchmark_with_wasm_functions() {
     let _serial = serial();
     let dir = TempDir::new("wasm-bench");
     let manager = local_manager(&dir);
-    let (bench, executors) = client_configs(&dir, &manager, 1, -1, 100);
+    let client = client_configs(&dir, &manager, 1, -1, 100);
     for size in [1usize, 4096, 1 << 20] {
         let input: Vec<u8> = (0..size).map(|i| (i * 131 + 17) as u8).collect();
         std::fs::write(dir.path("in.bin"), &input).unwrap();
         let size_arg = size.to_string();
         let out = run(
             "warm_benchmarker",
-            &[
-                "--config",
-                arg(&bench),
-                "--device-database",
-                arg(&dir.path("devices.json")),
-                "--name",
-                "empty",
-                "--functions",
-                arg(&wasm_library()),
-                "--executors-database",
-                arg(&executors),
-                "-s",
-                &size_arg,
-                "--input-file",
-                arg(&dir.path("in.bin")),
-                "--output-file",
-                arg(&dir.path("out.bin")),
-            ],
+            &client.args(
+                &wasm_library(),
+                &[
+                    "--name",
+                    "empty",
+                    "-s",
+                    &size_arg,
+                    "--input-file",
+                    arg(&dir.path("in.bin")),
+                    "--output-file",
+                    arg(&dir.path("out.bin")),
+                ],
+            ),
         );
         assert!(
             out.status.success(),
