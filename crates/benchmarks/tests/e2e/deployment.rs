@@ -120,7 +120,7 @@ fn full_deployment_leases_bills_and_frees_the_cores() {
     };
     let out = run(
         "warm_benchmarker",
-        &client.args(&native_library(), &["--name", "empty", "-s", "64"]),
+        client.args(&native_library(), &["--name", "empty", "-s", "64"]),
     );
     assert!(
         out.status.success(),

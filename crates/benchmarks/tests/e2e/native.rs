@@ -114,7 +114,7 @@ fn tutorial_warm_benchmark_native() {
         let size_arg = size.to_string();
         let out = run(
             "warm_benchmarker",
-            &client.args(
+            client.args(
                 &native_library(),
                 &[
                     "--name",
@@ -185,7 +185,7 @@ fn two_cores_in_parallel() {
     let client = client_configs(&dir, &manager, 2, 0, 20);
     let out = run(
         "parallel_invocations",
-        &client.args(&native_library(), &["--name", "empty", "-s", "64"]),
+        client.args(&native_library(), &["--name", "empty", "-s", "64"]),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
@@ -209,7 +209,7 @@ fn async_and_mixed_calls() {
     let client = client_configs(&dir, &manager, 1, -1, 10);
     let out = run(
         "api_walkthrough",
-        &client.args(&native_library(), &["-s", "1000"]),
+        client.args(&native_library(), &["-s", "1000"]),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -239,7 +239,7 @@ fn unknown_function_name_is_a_clear_error() {
     let client = client_configs(&dir, &manager, 1, -1, 10);
     let out = run(
         "warm_benchmarker",
-        &client.args(&native_library(), &["--name", "nosuch", "-s", "1"]),
+        client.args(&native_library(), &["--name", "nosuch", "-s", "1"]),
     );
     assert!(!out.status.success());
     let stderr = text(&out.stderr);

@@ -19,7 +19,7 @@ fn warm_benchmark_with_wasm_functions() {
         let size_arg = size.to_string();
         let out = run(
             "warm_benchmarker",
-            &client.args(
+            client.args(
                 &wasm_library(),
                 &[
                     "--name",
