@@ -74,22 +74,17 @@ impl<S: Sandbox> Worker<S> {
     /// Serves invocations until the client disconnects (or the cap is reached).
     pub fn run(mut self) -> Result<WorkerStats> {
         let mut stats = WorkerStats::default();
-        for slot in 0..self.layout.slot_count * 2 {
-            self.conn
-                .post_recv(slot as u64, self.sandbox.input().sge(0, 0)?)
-                .context("posting receives")?;
+        match self.announce() {
+            Ok(()) => {}
+            Err(rdmalib::Error::NotConnected) => {
+                tracing::info!(
+                    "thread {}: the client left before the thread started",
+                    self.thread
+                );
+                return Ok(stats);
+            }
+            Err(e) => return Err(e).context("announcing the thread to the client"),
         }
-        // Announce the input slots only now, so the first invocation finds its receive; the
-        // send's completion is one of those the loop skips.
-        let ready = self.ready_message.sge(0, self.ready_message.len())?;
-        self.conn
-            .post_send(
-                u64::MAX,
-                ready,
-                Some(MessageKind::ThreadReady as u32),
-                SendFlags::SIGNALED,
-            )
-            .context("announcing the thread to the client")?;
         let mut wcs = [Completion::default(); 16];
         let mut results_sent = 0u64;
         // Wall time in hot mode; every execution happens inside it, so hot polling is this
@@ -132,15 +127,29 @@ impl<S: Sandbox> Worker<S> {
                 if wc.opcode != Opcode::RecvRdmaWithImm {
                     continue;
                 }
-                self.conn
-                    .post_recv(wc.wr_id, self.sandbox.input().sge(0, 0)?)?;
                 let started = Instant::now();
                 let flags = SendFlags {
                     signaled: results_sent % SIGNAL_EVERY == SIGNAL_EVERY - 1,
                     ..SendFlags::UNSIGNALED
                 };
-                if self.serve(wc, flags)? {
-                    results_sent += 1;
+                let empty = self.sandbox.input().sge(0, 0)?;
+                match self
+                    .conn
+                    .post_recv(wc.wr_id, empty)
+                    .and_then(|()| self.serve(wc, flags))
+                {
+                    Ok(sent) => results_sent += u64::from(sent),
+                    // The client left after sending this invocation; nothing to answer.
+                    Err(rdmalib::Error::NotConnected) => {
+                        hot_wall_ns += hot_since.elapsed().as_nanos() as u64;
+                        tracing::info!(
+                            "thread {}: client disconnected after {} invocations",
+                            self.thread,
+                            stats.invocations
+                        );
+                        return Ok(stats.with_hot_wall(hot_wall_ns));
+                    }
+                    Err(e) => return Err(e).context("serving an invocation"),
                 }
                 let done = Instant::now();
                 stats.execution_ns += (done - started).as_nanos() as u64;
@@ -159,9 +168,25 @@ impl<S: Sandbox> Worker<S> {
         }
     }
 
+    /// Posts the receives, then tells the client where the input slots are (the first
+    /// invocation must find its receive; the send's completion is one the loop skips).
+    fn announce(&self) -> rdmalib::Result<()> {
+        for slot in 0..self.layout.slot_count * 2 {
+            self.conn
+                .post_recv(slot as u64, self.sandbox.input().sge(0, 0)?)?;
+        }
+        let ready = self.ready_message.sge(0, self.ready_message.len())?;
+        self.conn.post_send(
+            u64::MAX,
+            ready,
+            Some(MessageKind::ThreadReady as u32),
+            SendFlags::SIGNALED,
+        )
+    }
+
     /// Runs one invocation and sends its result; `false` when no result could be sent.
     #[inline]
-    fn serve(&mut self, wc: &Completion, flags: SendFlags) -> Result<bool> {
+    fn serve(&mut self, wc: &Completion, flags: SendFlags) -> rdmalib::Result<bool> {
         let (id, function, solicited) = parse_invocation_imm(wc.imm.unwrap_or(0));
         let slot = id as usize % self.layout.slot_count;
         let len = wc.byte_len as usize;
@@ -200,8 +225,7 @@ impl<S: Sandbox> Worker<S> {
         };
         let flags = flags.with_solicited(solicited);
         self.conn
-            .post_write_with_imm(wc.wr_id, out, remote, result_imm(id, code), flags)
-            .context("sending a result")?;
+            .post_write_with_imm(wc.wr_id, out, remote, result_imm(id, code), flags)?;
         Ok(true)
     }
 }

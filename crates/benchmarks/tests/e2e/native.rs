@@ -328,19 +328,17 @@ fn client_that_disconnects_mid_lease() {
     let dir = TempDir::new("disconnect");
     let manager = local_manager(&dir);
     let client = client_configs(&dir, &manager, 1, -1, 100_000_000);
-    let mut benchmark = Command::new(bin("warm_benchmarker"))
-        .args(client.args(&native_library(), &["--name", "empty", "-s", "8"]))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let args = client.args(&native_library(), &["--name", "empty", "-s", "8"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut benchmark = Daemon::start("warm_benchmarker", &args);
+    // Killed once it is measuring, so its executor is serving: mid-lease.
     assert!(
-        manager.wait_for_log("Allocation 1:", Duration::from_secs(10)),
-        "{}",
+        benchmark.wait_for_log("Warmups completed", Duration::from_secs(20)),
+        "{}\nmanager: {}",
+        benchmark.log(),
         manager.log()
     );
-    std::thread::sleep(Duration::from_millis(300));
-    benchmark.kill().unwrap();
-    benchmark.wait().unwrap();
+    benchmark.kill();
     assert!(
         manager.wait_for_log("Executor of allocation 1 finished", Duration::from_secs(10)),
         "{}",
