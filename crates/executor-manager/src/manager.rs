@@ -234,7 +234,7 @@ impl Manager {
     }
 
     fn on_message(&mut self, wc: &Completion) {
-        if !wc.is_ok() || wc.opcode != Opcode::Recv {
+        if !wc.is_ok() || wc.opcode != Some(Opcode::Recv) {
             return;
         }
         let Some(client) = self.clients.get(&wc.qp_num) else {

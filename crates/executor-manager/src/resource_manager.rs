@@ -127,7 +127,7 @@ impl ResourceManagerLink {
                     self.address
                 );
             }
-            if wc.opcode != Opcode::Recv {
+            if wc.opcode != Some(Opcode::Recv) {
                 continue;
             }
             let message = self.mailbox.take(&self.conn, wc)?;

@@ -224,7 +224,7 @@ fn receive_code(
     let wc = cq
         .wait_one(Some(CODE_TIMEOUT))?
         .with_context(|| format!("the client sent no code within {CODE_TIMEOUT:?}"))?;
-    if !wc.is_ok() || wc.opcode != Opcode::Recv || wc.imm != Some(MessageKind::Code as u32) {
+    if !wc.is_ok() || wc.opcode != Some(Opcode::Recv) || wc.imm != Some(MessageKind::Code as u32) {
         bail!("expected the function library from the client, got {wc:?}");
     }
     let mut code = vec![0u8; wc.byte_len as usize];

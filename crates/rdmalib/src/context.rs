@@ -9,7 +9,10 @@ use crate::device::{DeviceConfig, ProviderKind};
 use crate::error::{Error, Result};
 use crate::region::{PdImpl, ProtectionDomain, Sge};
 use crate::stream;
-use crate::types::{Completion, RemoteBuffer, SendFlags};
+use crate::types::{
+    Completion, Event, MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA,
+    QpSpec, RemoteBuffer, SendFlags,
+};
 
 #[cfg(feature = "verbs")]
 use crate::verbs;
@@ -36,8 +39,8 @@ impl Context {
             None => detect(device),
         };
         let inner = match kind {
-            ProviderKind::Tcp => CtxImpl::Stream(stream::Context::open(device)?),
-            ProviderKind::Shm => CtxImpl::Stream(stream::Context::open_shm(device)?),
+            ProviderKind::Tcp => CtxImpl::Stream(stream::Context::open(stream::Medium::Tcp)?),
+            ProviderKind::Shm => CtxImpl::Stream(stream::Context::open(stream::Medium::Shm)?),
             #[cfg(feature = "verbs")]
             ProviderKind::Verbs => CtxImpl::Verbs(verbs::Context::open(device)?),
             #[cfg(not(feature = "verbs"))]
@@ -68,8 +71,7 @@ impl Context {
     /// The provider in use.
     pub fn provider(&self) -> ProviderKind {
         match &self.inner {
-            CtxImpl::Stream(ctx) if ctx.is_shm() => ProviderKind::Shm,
-            CtxImpl::Stream(_) => ProviderKind::Tcp,
+            CtxImpl::Stream(ctx) => ctx.provider(),
             #[cfg(feature = "verbs")]
             CtxImpl::Verbs(_) => ProviderKind::Verbs,
         }
@@ -115,7 +117,7 @@ impl Context {
         private_data: &[u8],
     ) -> Result<Connection> {
         check_private_data(private_data, MAX_CONNECT_PRIVATE_DATA, "connect")?;
-        Ok(Connection(match (&self.inner, &pd.0) {
+        let inner = match (&self.inner, &pd.0) {
             (CtxImpl::Stream(ctx), PdImpl::Stream(pd)) => {
                 ConnImpl::Stream(ctx.connect(pd, addr, &qp.stream()?, private_data, qp.timeout)?)
             }
@@ -125,16 +127,13 @@ impl Context {
             }
             #[cfg(feature = "verbs")]
             _ => return Err(mixed_providers()),
-        }))
+        };
+        Ok(Connection {
+            inner,
+            max_inline_data: qp.max_inline_data,
+        })
     }
 }
-
-/// Largest private data of a connection request (the rdma_cm limit for RC).
-pub const MAX_CONNECT_PRIVATE_DATA: usize = 56;
-/// Largest private data of an accept.
-pub const MAX_ACCEPT_PRIVATE_DATA: usize = 196;
-/// Largest private data of a reject.
-pub const MAX_REJECT_PRIVATE_DATA: usize = 148;
 
 fn check_private_data(data: &[u8], max: usize, what: &str) -> Result<()> {
     if data.len() > max {
@@ -256,20 +255,6 @@ impl<'a> QpConfig<'a> {
     }
 }
 
-/// [`QpConfig`] with the queues resolved to one provider's type.
-#[cfg_attr(
-    not(feature = "verbs"),
-    expect(dead_code, reason = "only verbs bounds its send queue")
-)]
-pub(crate) struct QpSpec<C> {
-    pub send_cq: C,
-    pub recv_cq: C,
-    pub max_send_wr: u32,
-    pub max_recv_wr: u32,
-    pub max_inline_data: u32,
-    pub background_progress: bool,
-}
-
 /// A completion queue. Polling it also drives the provider's progress for the connections
 /// attached to it, so a busy-polling thread needs no helper thread on the data path.
 #[derive(Clone)]
@@ -356,8 +341,15 @@ impl CompletionQueue {
 
 /// A reliable connection (an RC queue pair with its connection-manager id).
 ///
-/// Posting is thread-safe. Completions arrive on the queues given in [`QpConfig`].
-pub struct Connection(ConnImpl);
+/// Posting is thread-safe. Completions arrive on the queues given in [`QpConfig`]. A post
+/// fails only for a request that is wrong in itself (an inline payload over
+/// `max_inline_data`, a misaligned atomic); on a connection that is closed or broken it is
+/// accepted and completes with [`Status::WrFlushError`](crate::Status::WrFlushError), as in
+/// verbs (see the crate's provider contract).
+pub struct Connection {
+    inner: ConnImpl,
+    max_inline_data: u32,
+}
 
 enum ConnImpl {
     Stream(stream::Connection),
@@ -367,7 +359,7 @@ enum ConnImpl {
 
 macro_rules! dispatch {
     ($self:expr, $conn:ident => $body:expr) => {
-        match &$self.0 {
+        match &$self.inner {
             ConnImpl::Stream($conn) => $body,
             #[cfg(feature = "verbs")]
             ConnImpl::Verbs($conn) => $body,
@@ -411,6 +403,7 @@ impl Connection {
         imm: Option<u32>,
         flags: SendFlags,
     ) -> Result<()> {
+        self.check_inline(&sge, flags)?;
         dispatch!(self, c => c.post_send(wr_id, sge.raw(), imm, flags))
     }
 
@@ -423,6 +416,7 @@ impl Connection {
         remote: RemoteBuffer,
         flags: SendFlags,
     ) -> Result<()> {
+        self.check_inline(&sge, flags)?;
         dispatch!(self, c => c.post_write(wr_id, sge.raw(), remote, None, flags))
     }
 
@@ -437,11 +431,12 @@ impl Connection {
         imm: u32,
         flags: SendFlags,
     ) -> Result<()> {
+        self.check_inline(&sge, flags)?;
         dispatch!(self, c => c.post_write(wr_id, sge.raw(), remote, Some(imm), flags))
     }
 
     /// Posts an atomic fetch-and-add of `add` on the 8 bytes at `remote`; the old value lands
-    /// in `sge`, which must be 8 bytes.
+    /// in `sge`, which must be 8 bytes. `flags.inline` is ignored: an atomic sends no payload.
     pub fn post_fetch_add(
         &self,
         wr_id: u64,
@@ -468,6 +463,25 @@ impl Connection {
     /// Closes the connection; the peer sees a disconnect, posted receives are flushed.
     pub fn disconnect(&self) {
         dispatch!(self, c => c.disconnect())
+    }
+
+    /// The largest payload this connection sends inline ([`QpConfig::max_inline_data`]).
+    pub fn max_inline_data(&self) -> u32 {
+        self.max_inline_data
+    }
+
+    /// Verbs refuses an inline payload over the queue pair's limit on most devices (rxe takes
+    /// it); every provider refuses it here, before it is posted.
+    #[inline]
+    fn check_inline(&self, sge: &Sge<'_>, flags: SendFlags) -> Result<()> {
+        if flags.inline && sge.len() > self.max_inline_data {
+            return Err(Error::InvalidArgument(format!(
+                "an inline payload of {} bytes exceeds the connection's max_inline_data of {}",
+                sge.len(),
+                self.max_inline_data
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -535,13 +549,6 @@ impl Listener {
     }
 }
 
-/// Provider-level listener event, generic over the provider's request type.
-pub(crate) enum Event<R> {
-    ConnectRequest(R),
-    Established(u32),
-    Disconnected(u32),
-}
-
 impl<R> Event<R> {
     fn map(self, f: impl FnOnce(R) -> ConnectRequest) -> CmEvent {
         match self {
@@ -589,7 +596,7 @@ impl ConnectRequest {
         private_data: &[u8],
     ) -> Result<Connection> {
         check_private_data(private_data, MAX_ACCEPT_PRIVATE_DATA, "accept")?;
-        Ok(Connection(match (self.0, &pd.0) {
+        let inner = match (self.0, &pd.0) {
             (ReqImpl::Stream(r), PdImpl::Stream(pd)) => {
                 ConnImpl::Stream(r.accept(pd, &qp.stream()?, private_data)?)
             }
@@ -599,7 +606,11 @@ impl ConnectRequest {
             }
             #[cfg(feature = "verbs")]
             _ => return Err(mixed_providers()),
-        }))
+        };
+        Ok(Connection {
+            inner,
+            max_inline_data: qp.max_inline_data,
+        })
     }
 
     /// Rejects, sending `private_data` (at most [`MAX_REJECT_PRIVATE_DATA`] bytes).

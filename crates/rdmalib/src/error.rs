@@ -33,9 +33,6 @@ pub enum Error {
         /// Private data that came with the rejection.
         private_data: Vec<u8>,
     },
-    /// The connection is closed or in the error state.
-    #[error("connection is not connected")]
-    NotConnected,
     /// An argument is out of the range the API or the provider allows.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

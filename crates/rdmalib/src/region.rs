@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::error::{Error, Result};
 use crate::memory::Allocation;
-use crate::types::{Access, RemoteBuffer};
+use crate::types::{Access, RawSge, RemoteBuffer};
 use crate::{ProviderKind, stream};
 
 #[cfg(feature = "verbs")]
@@ -250,14 +250,4 @@ impl Sge<'_> {
             lkey: self.mr.lkey,
         }
     }
-}
-
-/// What providers receive: an address, a length and the key of the region it lies in. The
-/// public API made it from a checked [`Sge`], so it lies inside a live registered region for
-/// the duration of the post call.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RawSge {
-    pub addr: *mut u8,
-    pub len: u32,
-    pub lkey: u32,
 }

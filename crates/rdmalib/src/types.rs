@@ -1,4 +1,8 @@
-//! Plain values shared by every provider: access flags, work completions, remote buffers.
+//! The values every provider shares: access flags, work completions, remote buffers and the
+//! private-data limits (public), and what the front layer hands a provider (crate-private):
+//! scatter-gather entries, queue-pair parameters and listener events. Providers import these
+//! from here, never from the front layer, so imports run one way: front layer → providers →
+//! this module.
 
 use std::fmt;
 use std::ops::BitOr;
@@ -108,12 +112,17 @@ pub enum Status {
     LocalLengthError,
     /// A local buffer or key was not valid for the operation.
     LocalProtectionError,
-    /// The responder refused a one-sided operation: bad rkey, bounds or access flags.
-    /// Reported on both sides of the connection.
+    /// The responder's side of a refused write with immediate, on NICs that report it so
+    /// (`IBV_WC_LOC_ACCESS_ERR`); rxe, tcp and shm report [`Status::RemoteAccessError`].
+    LocalAccessError,
+    /// The responder refused a one-sided operation: bad rkey, bounds or access flags. The
+    /// requester's request fails with it; a receive of the responder's that the refused
+    /// request consumed (a write with immediate) fails with it too.
     RemoteAccessError,
     /// The responder could not take the request (for example a send larger than its receive buffer).
     RemoteInvalidRequest,
-    /// The request was flushed because the connection closed or went into the error state.
+    /// The request was flushed because the connection closed or went into the error state:
+    /// every request outstanding or posted after that, signaled or not, and every posted receive.
     WrFlushError,
     /// The peer did not answer (transport retries exhausted).
     RetryExceeded,
@@ -122,10 +131,9 @@ pub enum Status {
 }
 
 /// What kind of request a completion belongs to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opcode {
     /// A two-sided send finished.
-    #[default]
     Send,
     /// An RDMA write finished.
     Write,
@@ -140,19 +148,30 @@ pub enum Opcode {
 }
 
 /// One work completion.
+///
+/// Which fields are valid follows verbs (`ibv_poll_cq(3)`), on every provider:
+/// - always: `wr_id`, `status` and `qp_num`;
+/// - for a successful completion: `opcode`; `byte_len` for receives (the bytes received, or
+///   the length of a write with immediate), reads and fetch-and-add (8); `imm` when the
+///   sender attached an immediate;
+/// - for a failed one nothing else: `opcode` is `None`, `byte_len` 0 and `imm` `None`.
+///   Verbs does not say which operation failed, so callers that share a queue between
+///   several kinds of request tell them apart by `wr_id`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Completion {
     /// The id given when the request was posted.
     pub wr_id: u64,
     /// Whether it worked.
     pub status: Status,
-    /// Which operation it was.
-    pub opcode: Opcode,
-    /// Bytes received (receive side) or transferred.
+    /// Which operation completed; `None` when `status` is an error.
+    pub opcode: Option<Opcode>,
+    /// Bytes received (receives), read (reads) or 8 (fetch-and-add); 0 for sends, writes and
+    /// failed completions, where verbs does not define it.
     pub byte_len: u32,
-    /// Immediate data, for sends and writes with immediate.
+    /// Immediate data of a received send or write with immediate.
     pub imm: Option<u32>,
-    /// The queue pair number of the connection it happened on, to tell connections on a shared CQ apart.
+    /// The queue pair number of the connection it happened on, to tell connections on a
+    /// shared queue apart.
     pub qp_num: u32,
 }
 
@@ -160,6 +179,42 @@ impl Completion {
     /// `true` when `status` is [`Status::Success`].
     pub fn is_ok(&self) -> bool {
         self.status == Status::Success
+    }
+
+    /// A successful completion of `opcode`, keeping `byte_len` only where verbs defines it.
+    #[inline]
+    pub(crate) fn success(
+        wr_id: u64,
+        opcode: Opcode,
+        byte_len: u32,
+        imm: Option<u32>,
+        qp_num: u32,
+    ) -> Completion {
+        let byte_len = match opcode {
+            Opcode::Send | Opcode::Write => 0,
+            Opcode::Read | Opcode::FetchAdd | Opcode::Recv | Opcode::RecvRdmaWithImm => byte_len,
+        };
+        Completion {
+            wr_id,
+            status: Status::Success,
+            opcode: Some(opcode),
+            byte_len,
+            imm,
+            qp_num,
+        }
+    }
+
+    /// A failed completion: only the request, the status and the connection are known.
+    pub(crate) fn error(wr_id: u64, status: Status, qp_num: u32) -> Completion {
+        debug_assert_ne!(status, Status::Success);
+        Completion {
+            wr_id,
+            status,
+            opcode: None,
+            byte_len: 0,
+            imm: None,
+            qp_num,
+        }
     }
 }
 
@@ -185,4 +240,52 @@ impl RemoteBuffer {
             len: self.len.saturating_sub(offset),
         }
     }
+}
+
+/// Largest private data of a connection request (the rdma_cm limit for RC over IB and RoCE).
+pub const MAX_CONNECT_PRIVATE_DATA: usize = 56;
+/// Largest private data of an accept.
+pub const MAX_ACCEPT_PRIVATE_DATA: usize = 196;
+/// Largest private data of a reject.
+pub const MAX_REJECT_PRIVATE_DATA: usize = 148;
+
+/// Private data as a receiver sees it on IB and RoCE: the sender's bytes, then zeros up to
+/// the transport's size `size` (one of the `MAX_*_PRIVATE_DATA`). The stream providers pad
+/// what they receive the same way.
+pub(crate) fn padded_private_data(mut data: Vec<u8>, size: usize) -> Vec<u8> {
+    if data.len() < size {
+        data.resize(size, 0);
+    }
+    data
+}
+
+/// What providers receive: an address, a length and the key of the region it lies in. The
+/// public API made it from a checked [`Sge`](crate::Sge), so it lies inside a live registered
+/// region for the duration of the post call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawSge {
+    pub addr: *mut u8,
+    pub len: u32,
+    pub lkey: u32,
+}
+
+/// [`QpConfig`](crate::QpConfig) with the queues resolved to one provider's type.
+#[cfg_attr(
+    not(feature = "verbs"),
+    expect(dead_code, reason = "only verbs bounds its send queue")
+)]
+pub(crate) struct QpSpec<C> {
+    pub send_cq: C,
+    pub recv_cq: C,
+    pub max_send_wr: u32,
+    pub max_recv_wr: u32,
+    pub max_inline_data: u32,
+    pub background_progress: bool,
+}
+
+/// Provider-level listener event, generic over the provider's request type.
+pub(crate) enum Event<R> {
+    ConnectRequest(R),
+    Established(u32),
+    Disconnected(u32),
 }

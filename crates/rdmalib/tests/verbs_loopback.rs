@@ -98,7 +98,7 @@ fn loopback_connect_write_with_imm_fetch_add_and_disconnect() -> anyhow::Result<
     let wc = client_cq.wait_one(TIMEOUT)?.expect("write completion");
     assert_eq!(
         (wc.status, wc.opcode, wc.wr_id),
-        (Status::Success, Opcode::Write, 7),
+        (Status::Success, Some(Opcode::Write), 7),
         "{wc:?}"
     );
     let wc = server_cq.wait_one(TIMEOUT)?.expect("receive completion");
@@ -113,7 +113,7 @@ fn loopback_connect_write_with_imm_fetch_add_and_disconnect() -> anyhow::Result<
         ),
         (
             Status::Success,
-            Opcode::RecvRdmaWithImm,
+            Some(Opcode::RecvRdmaWithImm),
             1,
             Some(42),
             7,
@@ -146,7 +146,7 @@ fn loopback_connect_write_with_imm_fetch_add_and_disconnect() -> anyhow::Result<
     let wc = client_cq.wait_one(TIMEOUT)?.expect("atomic completion");
     assert_eq!(
         (wc.status, wc.opcode, wc.wr_id),
-        (Status::Success, Opcode::FetchAdd, 9),
+        (Status::Success, Some(Opcode::FetchAdd), 9),
         "{wc:?}"
     );
     assert_eq!(client_mr.atomic_u64(128)?.load(Ordering::SeqCst), 5);

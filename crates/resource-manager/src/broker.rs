@@ -220,7 +220,7 @@ impl Broker {
     }
 
     fn on_message(&mut self, wc: &Completion) {
-        if !wc.is_ok() || wc.opcode != Opcode::Recv {
+        if !wc.is_ok() || wc.opcode != Some(Opcode::Recv) {
             return;
         }
         let Some(peer) = self.peers.get(&wc.qp_num) else {

@@ -160,7 +160,7 @@ impl Handshake<'_> {
             if !wc.is_ok() {
                 return Err(lost(&wc));
             }
-            if wc.opcode == Opcode::Recv && wc.imm == Some(MessageKind::ThreadReady as u32) {
+            if wc.opcode == Some(Opcode::Recv) && wc.imm == Some(MessageKind::ThreadReady as u32) {
                 let mut raw = vec![0; wc.byte_len as usize];
                 ready_buf.read(wc.wr_id as usize * MAX_MESSAGE_LEN, &mut raw)?;
                 let msg = ThreadReady::decode(&raw)?;
@@ -256,7 +256,7 @@ impl ManagerLink {
                     lease.address
                 )));
             }
-            if wc.opcode == Opcode::Recv {
+            if wc.opcode == Some(Opcode::Recv) {
                 let message = self.mailbox.take(&self.conn, &wc)?;
                 if message.kind == Some(MessageKind::AllocationResponse) {
                     break AllocationResponse::decode(&message.payload)?;
@@ -296,7 +296,7 @@ impl ManagerLink {
                 }
                 _ => return None,
             };
-            if !wc.is_ok() || wc.opcode != Opcode::Recv {
+            if !wc.is_ok() || wc.opcode != Some(Opcode::Recv) {
                 continue;
             }
             let message = self.mailbox.take(&self.conn, &wc).ok()?;

@@ -118,7 +118,7 @@ impl Lease {
                     "the resource manager at {resource_manager} closed the connection"
                 )));
             }
-            if wc.opcode == Opcode::Recv {
+            if wc.opcode == Some(Opcode::Recv) {
                 let message = mailbox.take(&conn, &wc)?;
                 if message.kind == Some(MessageKind::LeaseResponse) {
                     break LeaseResponse::decode(&message.payload)?;

@@ -265,8 +265,8 @@ impl Side {
             let mut incoming = None;
             for wc in &wcs[..n] {
                 match (wc.status, wc.opcode) {
-                    (Status::Success, Opcode::RecvRdmaWithImm) => incoming = Some(*wc),
-                    (Status::Success, Opcode::Write) => {}
+                    (Status::Success, Some(Opcode::RecvRdmaWithImm)) => incoming = Some(*wc),
+                    (Status::Success, Some(Opcode::Write)) => {}
                     (Status::WrFlushError, _) => return Ok(None),
                     (status, opcode) => {
                         bail!(

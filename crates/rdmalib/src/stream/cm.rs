@@ -22,9 +22,12 @@ use super::sys::{EventFd, wait_readable};
 use super::tcp::TcpTransport;
 use super::transport::Transport;
 use super::wire::{MAGIC, VERSION};
-use super::{Cq, Pd};
-use crate::context::{Event, QpSpec};
+use super::{Cq, Medium, Pd};
 use crate::error::{Error, Result};
+use crate::types::{
+    Event, MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA, QpSpec,
+    padded_private_data,
+};
 
 /// How long a peer may take to send its connection request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -154,8 +157,8 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    pub(super) fn bind(engine: Arc<Engine>, addr: SocketAddr, shm: bool) -> Result<Listener> {
-        let (socket, local) = if shm {
+    pub(super) fn bind(engine: Arc<Engine>, addr: SocketAddr, medium: Medium) -> Result<Listener> {
+        let (socket, local) = if medium == Medium::Shm {
             let (socket, local) = shm::bind(addr)?;
             socket
                 .set_nonblocking(true)
@@ -253,7 +256,7 @@ impl Listener {
             )));
         }
         let len = u16::from_le_bytes([head[6], head[7]]) as usize;
-        if len > crate::MAX_CONNECT_PRIVATE_DATA {
+        if len > MAX_CONNECT_PRIVATE_DATA {
             return Err(Error::Protocol(format!(
                 "{peer} sent {len} bytes of private data"
             )));
@@ -263,7 +266,7 @@ impl Listener {
         Ok(ConnectRequest {
             stream: Some(stream),
             peer,
-            private_data,
+            private_data: padded_private_data(private_data, MAX_CONNECT_PRIVATE_DATA),
             listener: Arc::downgrade(&self.shared),
             engine: self.engine.clone(),
         })
@@ -303,7 +306,9 @@ impl ConnectRequest {
         qp: &QpSpec<Arc<Cq>>,
         private_data: &[u8],
     ) -> Result<Connection> {
-        let mut stream = self.stream.take().ok_or(Error::NotConnected)?;
+        let mut stream = self.stream.take().ok_or_else(|| {
+            Error::InvalidArgument("the connect request was already answered".into())
+        })?;
         reply(&mut stream, ACCEPT, private_data)
             .map_err(|e| Error::io(format!("accepting {}", self.peer), e))?;
         let data = std::mem::take(&mut self.private_data);
@@ -340,10 +345,10 @@ pub(super) fn connect(
     qp: &QpSpec<Arc<Cq>>,
     private_data: &[u8],
     timeout: Duration,
-    shm: bool,
+    medium: Medium,
 ) -> Result<Connection> {
     let what = || format!("connect to {addr}");
-    let mut stream = if shm {
+    let mut stream = if medium == Medium::Shm {
         Stream::Unix(shm::connect(addr)?)
     } else {
         let stream =
@@ -371,23 +376,35 @@ pub(super) fn connect(
     }
     let version = u16::from_le_bytes([head[4], head[5]]);
     let len = u16::from_le_bytes([head[7], head[8]]) as usize;
+    let (accepted, max) = match head[6] {
+        ACCEPT => (true, MAX_ACCEPT_PRIVATE_DATA),
+        REJECT => (false, MAX_REJECT_PRIVATE_DATA),
+        BAD_VERSION => {
+            return Err(Error::Protocol(format!(
+                "{addr} speaks tcp-provider protocol version {version}, this build speaks {VERSION}"
+            )));
+        }
+        other => {
+            return Err(Error::Protocol(format!(
+                "{addr} answered with unknown status {other}"
+            )));
+        }
+    };
+    if len > max {
+        return Err(Error::Protocol(format!(
+            "{addr} answered with {len} bytes of private data; at most {max} are allowed"
+        )));
+    }
     let mut data = vec![0; len];
     stream
         .read_exact(&mut data)
         .map_err(|e| Error::io(format!("answer from {addr}"), e))?;
-    match head[6] {
-        ACCEPT => {
-            let transport = stream.into_transport(true)?;
-            Ok(Connection::new(Shared::new(
-                transport, addr, data, pd, qp, engine,
-            )?))
-        }
-        REJECT => Err(Error::Rejected { private_data: data }),
-        BAD_VERSION => Err(Error::Protocol(format!(
-            "{addr} speaks tcp-provider protocol version {version}, this build speaks {VERSION}"
-        ))),
-        other => Err(Error::Protocol(format!(
-            "{addr} answered with unknown status {other}"
-        ))),
+    let data = padded_private_data(data, max);
+    if !accepted {
+        return Err(Error::Rejected { private_data: data });
     }
+    let transport = stream.into_transport(true)?;
+    Ok(Connection::new(Shared::new(
+        transport, addr, data, pd, qp, engine,
+    )?))
 }

@@ -13,10 +13,10 @@ use super::sys::RawIov;
 use super::transport::Transport;
 use super::wire::{self, FLAG_IMM, FLAG_SIGNALED, FLAG_SOLICITED, HEADER_LEN, Header, Op};
 use super::{Cq, Pd, Region};
-use crate::context::{Event, QpSpec};
 use crate::error::{Error, Result};
-use crate::region::RawSge;
-use crate::types::{Access, Completion, Opcode, RemoteBuffer, SendFlags, Status};
+use crate::types::{
+    Access, Completion, Event, Opcode, QpSpec, RawSge, RemoteBuffer, SendFlags, Status,
+};
 
 static NEXT_QP_NUM: AtomicU32 = AtomicU32::new(1);
 
@@ -102,8 +102,12 @@ struct Rx {
 enum Fault {
     /// The peer closed the stream or the socket failed.
     Closed,
-    /// The peer asked for something its rights do not cover; `local` is our error completion.
-    Violation { nak: Header, local: Completion },
+    /// The peer asked for something its rights do not cover. `local` is the error completion
+    /// of the receive the request consumed, if it consumed one.
+    Violation {
+        nak: Header,
+        local: Option<Completion>,
+    },
     /// The peer refused one of our requests; its error completion is already queued.
     Refused,
     /// The peer sent bytes that are not a frame.
@@ -120,7 +124,6 @@ pub(super) struct Shared {
     pd: Arc<Pd>,
     send_cq: Arc<Cq>,
     recv_cq: Arc<Cq>,
-    max_inline: u32,
     pub background: bool,
     state: AtomicU8,
     rx: Mutex<Rx>,
@@ -159,7 +162,6 @@ impl Shared {
             pd: pd.clone(),
             send_cq: qp.send_cq.clone(),
             recv_cq: qp.recv_cq.clone(),
-            max_inline: qp.max_inline_data,
             background: qp.background_progress,
             state: AtomicU8::new(CONNECTED),
             rx: Mutex::new(Rx {
@@ -250,11 +252,13 @@ impl Shared {
                     "connection {} from {}: refused a remote operation ({:?}); closing it",
                     self.qp_num,
                     self.peer,
-                    local.status
+                    wire::status_from(nak.status)
                 );
                 self.queue_ctrl(&nak);
                 self.shutdown_pending.store(true, Ordering::Release);
-                self.recv_cq.push(local, true);
+                if let Some(local) = local {
+                    self.recv_cq.push(local, true);
+                }
                 self.break_connection();
             }
             Err(Fault::Pending) => {}
@@ -412,10 +416,8 @@ impl Shared {
             }
             Op::Ack => {
                 let opcode = self.settle(h.wr_id).unwrap_or(wire::opcode_from(h.orig));
-                self.send_cq.push(
-                    self.completion(h.wr_id, Status::Success, opcode, h.len),
-                    false,
-                );
+                let wc = Completion::success(h.wr_id, opcode, h.len, None, self.qp_num);
+                self.send_cq.push(wc, false);
                 Ok(Begin::Done)
             }
             Op::Nak => {
@@ -426,33 +428,34 @@ impl Shared {
                     self.settle(h.wr_id);
                 }
                 let status = wire::status_from(h.status);
-                self.send_cq
-                    .push(self.completion(h.wr_id, status, opcode, 0), true);
+                self.send_cq.push(self.failed(h.wr_id, status), true);
                 Err(Fault::Refused)
             }
             Op::AtomicResp => {
                 let Some(pending) = lock(&self.atomics).pop_front() else {
                     return Err(Fault::Garbage(h.op));
                 };
-                let status = self.store_atomic_result(&pending, h.value);
-                if pending.signaled || status != Status::Success {
-                    let wc = self.completion(pending.wr_id, status, Opcode::FetchAdd, 8);
-                    self.send_cq.push(wc, false);
+                match self.store_atomic_result(&pending, h.value) {
+                    Status::Success if pending.signaled => {
+                        let wc = Completion::success(
+                            pending.wr_id,
+                            Opcode::FetchAdd,
+                            8,
+                            None,
+                            self.qp_num,
+                        );
+                        self.send_cq.push(wc, false);
+                    }
+                    Status::Success => {}
+                    status => self.send_cq.push(self.failed(pending.wr_id, status), true),
                 }
                 Ok(Begin::Done)
             }
         }
     }
 
-    fn completion(&self, wr_id: u64, status: Status, opcode: Opcode, byte_len: u32) -> Completion {
-        Completion {
-            wr_id,
-            status,
-            opcode,
-            byte_len,
-            imm: None,
-            qp_num: self.qp_num,
-        }
+    fn failed(&self, wr_id: u64, status: Status) -> Completion {
+        Completion::error(wr_id, status, self.qp_num)
     }
 
     /// Runs a peer's fetch-and-add if its rights cover it; returns the old value.
@@ -509,12 +512,13 @@ impl Shared {
         Some((Some(region), ptr))
     }
 
-    /// Builds the fault for a refused request: the NAK for the peer and our own completion.
+    /// Builds the fault for a refused request: the NAK for the peer and, if the request
+    /// consumed one of our receives, that receive's completion with `ours`.
     fn violation(&self, h: &Header, theirs: Status, ours: Status, recv: Option<RecvWr>) -> Fault {
-        let (opcode, local_opcode) = match h.op() {
-            Some(Op::Send) => (Opcode::Send, Opcode::Recv),
-            Some(Op::FetchAdd) => (Opcode::FetchAdd, Opcode::RecvRdmaWithImm),
-            _ => (Opcode::Write, Opcode::RecvRdmaWithImm),
+        let opcode = match h.op() {
+            Some(Op::Send) => Opcode::Send,
+            Some(Op::FetchAdd) => Opcode::FetchAdd,
+            _ => Opcode::Write,
         };
         Fault::Violation {
             nak: Header {
@@ -524,7 +528,7 @@ impl Shared {
                 wr_id: h.wr_id,
                 ..Header::default()
             },
-            local: self.completion(recv.map_or(0, |r| r.wr_id), ours, local_opcode, 0),
+            local: recv.map(|r| self.failed(r.wr_id, ours)),
         }
     }
 
@@ -599,8 +603,12 @@ impl Shared {
                 status = Status::Success;
             }
         }
-        let mut wc = self.completion(recv.wr_id, status, opcode, arrival.len);
-        wc.imm = arrival.imm;
+        let wc = match status {
+            Status::Success => {
+                Completion::success(recv.wr_id, opcode, arrival.len, arrival.imm, self.qp_num)
+            }
+            status => self.failed(recv.wr_id, status),
+        };
         self.recv_cq.push(wc, arrival.solicited);
     }
 
@@ -725,21 +733,31 @@ impl Shared {
         Ok(())
     }
 
-    /// Sends one frame with `payload_len` bytes at `payload` (inside registered memory).
+    /// Sends one frame with `payload_len` bytes at `payload` (inside registered memory). On a
+    /// broken connection the request completes with a flush error instead, as in verbs.
     fn send_frame(&self, h: &Header, payload: *const u8, payload_len: usize) -> Result<()> {
-        if !self.is_connected() {
-            return Err(Error::NotConnected);
-        }
         let encoded = h.encode();
+        let signaled = h.has(FLAG_SIGNALED);
         let guard = lock(&self.tx);
-        // Registered before the frame leaves, so an ack that comes back at once finds it.
-        if h.has(FLAG_SIGNALED) {
-            let opcode = if h.op() == Some(Op::Send) {
-                Opcode::Send
-            } else {
-                Opcode::Write
-            };
-            lock(&self.outstanding).push_back((h.wr_id, opcode));
+        {
+            // Checked under the lock `break_connection` drains, so a signaled request is
+            // either flushed there or here, never lost.
+            let mut outstanding = lock(&self.outstanding);
+            if !self.is_connected() {
+                drop(outstanding);
+                drop(guard);
+                self.flush_request(h.wr_id);
+                return Ok(());
+            }
+            // Registered before the frame leaves, so an ack that comes back at once finds it.
+            if signaled {
+                let opcode = if h.op() == Some(Op::Send) {
+                    Opcode::Send
+                } else {
+                    Opcode::Write
+                };
+                outstanding.push_back((h.wr_id, opcode));
+            }
         }
         let sent = self.send_all(&[
             RawIov {
@@ -756,18 +774,26 @@ impl Shared {
         }
         drop(guard);
         if let Err(e) = sent {
-            // The post fails; its request must not also be flushed as a completion.
-            self.settle(h.wr_id);
             tracing::debug!(
                 "connection {} to {}: send failed: {e}",
                 self.qp_num,
                 self.peer
             );
+            // Flushes the request if it is signaled (it is outstanding); flush it here if not.
             self.break_connection();
-            return Err(Error::NotConnected);
+            if !signaled {
+                self.flush_request(h.wr_id);
+            }
         }
         self.flush_ctrl();
         Ok(())
+    }
+
+    /// Completes send-side request `wr_id` with a flush error: what verbs does with a request
+    /// posted on a queue pair in the error state, signaled or not.
+    fn flush_request(&self, wr_id: u64) {
+        self.send_cq
+            .push(self.failed(wr_id, Status::WrFlushError), true);
     }
 
     /// Moves the connection to the broken state once: flushes posted receives and pending
@@ -781,21 +807,15 @@ impl Shared {
             receives.unmatched.clear();
             receives.posted.drain(..).collect()
         };
-        for (wr_id, opcode) in lock(&self.outstanding).drain(..) {
-            self.send_cq.push(
-                self.completion(wr_id, Status::WrFlushError, opcode, 0),
-                true,
-            );
+        for (wr_id, _) in lock(&self.outstanding).drain(..) {
+            self.flush_request(wr_id);
         }
         for recv in posted {
-            self.recv_cq.push(
-                self.completion(recv.wr_id, Status::WrFlushError, Opcode::Recv, 0),
-                true,
-            );
+            self.recv_cq
+                .push(self.failed(recv.wr_id, Status::WrFlushError), true);
         }
         for atomic in lock(&self.atomics).drain(..) {
-            let wc = self.completion(atomic.wr_id, Status::WrFlushError, Opcode::FetchAdd, 0);
-            self.send_cq.push(wc, true);
+            self.flush_request(atomic.wr_id);
         }
         if let Some(listener) = self.listener.get().and_then(Weak::upgrade) {
             listener.push(Event::Disconnected(self.qp_num));
@@ -806,9 +826,6 @@ impl Shared {
     }
 
     fn post_recv(&self, wr_id: u64, sge: RawSge) -> Result<()> {
-        if !self.is_connected() {
-            return Err(Error::NotConnected);
-        }
         let region = if sge.len == 0 {
             None
         } else {
@@ -827,6 +844,13 @@ impl Shared {
             region,
         };
         let mut receives = lock(&self.receives);
+        // Checked under the lock `break_connection` drains: the receive is flushed there or here.
+        if !self.is_connected() {
+            drop(receives);
+            self.recv_cq
+                .push(self.failed(wr_id, Status::WrFlushError), true);
+            return Ok(());
+        }
         match receives.unmatched.pop_front() {
             Some(arrival) => {
                 receives.unmatched_bytes -= arrival.payload.as_ref().map_or(0, Vec::len);
@@ -834,16 +858,6 @@ impl Shared {
                 self.complete_recv(recv, arrival, true);
             }
             None => receives.posted.push_back(recv),
-        }
-        Ok(())
-    }
-
-    fn check_inline(&self, sge: &RawSge, flags: SendFlags) -> Result<()> {
-        if flags.inline && sge.len > self.max_inline {
-            return Err(Error::InvalidArgument(format!(
-                "inline payload of {} bytes exceeds max_inline_data {}",
-                sge.len, self.max_inline
-            )));
         }
         Ok(())
     }
@@ -946,7 +960,6 @@ impl Connection {
         imm: Option<u32>,
         flags: SendFlags,
     ) -> Result<()> {
-        self.0.check_inline(&sge, flags)?;
         let h = Header {
             op: Op::Send as u8,
             flags: frame_flags(flags, imm),
@@ -966,7 +979,6 @@ impl Connection {
         imm: Option<u32>,
         flags: SendFlags,
     ) -> Result<()> {
-        self.0.check_inline(&sge, flags)?;
         let h = Header {
             op: Op::Write as u8,
             flags: frame_flags(flags, imm),
@@ -998,17 +1010,24 @@ impl Connection {
             ..Header::default()
         };
         let shared = &self.0;
-        if !shared.is_connected() {
-            return Err(Error::NotConnected);
-        }
         // The pending entry is queued under the send lock so entries and frames keep one order.
         let guard = lock(&shared.tx);
-        lock(&shared.atomics).push_back(PendingAtomic {
-            wr_id,
-            addr: sge.addr as u64,
-            lkey: sge.lkey,
-            signaled: flags.signaled,
-        });
+        {
+            // Checked under the lock `break_connection` drains (see `send_frame`).
+            let mut atomics = lock(&shared.atomics);
+            if !shared.is_connected() {
+                drop(atomics);
+                drop(guard);
+                shared.flush_request(wr_id);
+                return Ok(());
+            }
+            atomics.push_back(PendingAtomic {
+                wr_id,
+                addr: sge.addr as u64,
+                lkey: sge.lkey,
+                signaled: flags.signaled,
+            });
+        }
         let encoded = h.encode();
         let sent = shared.send_all(&[RawIov {
             ptr: encoded.as_ptr(),
@@ -1016,8 +1035,8 @@ impl Connection {
         }]);
         drop(guard);
         if sent.is_err() {
+            // Flushes the pending entry, and with it this request.
             shared.break_connection();
-            return Err(Error::NotConnected);
         }
         shared.flush_ctrl();
         Ok(())

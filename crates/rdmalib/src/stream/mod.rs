@@ -34,47 +34,56 @@ use std::time::Duration;
 pub(crate) use cm::{ConnectRequest, Listener};
 pub(crate) use conn::Connection;
 
-use crate::context::QpSpec;
-use crate::device::{DeviceConfig, ProviderKind};
+use crate::device::ProviderKind;
 use crate::error::{Error, Result};
-use crate::types::{Access, Completion};
+use crate::types::{Access, Completion, QpSpec};
 use engine::Engine;
 use sys::EventFd;
 
 /// Keys are unique in the process, so a key from another domain never matches by accident.
 static NEXT_KEY: AtomicU32 = AtomicU32::new(0x1000);
 
-/// A context of the `tcp` provider or, with `shm` set, of the `shm` provider: both share the
-/// frame engine and differ only in the byte transport under it ([`transport`]).
+/// What carries the frames: the one difference between the two stream providers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Medium {
+    /// A TCP socket (the `tcp` provider), for any host.
+    Tcp,
+    /// Shared-memory rings (the `shm` provider), for processes on one host.
+    Shm,
+}
+
+impl Medium {
+    fn provider(self) -> ProviderKind {
+        match self {
+            Medium::Tcp => ProviderKind::Tcp,
+            Medium::Shm => ProviderKind::Shm,
+        }
+    }
+}
+
+/// A context of the `tcp` or the `shm` provider: both share the frame engine and differ only
+/// in the [`Medium`] under it.
 pub(crate) struct Context {
     engine: Arc<Engine>,
-    shm: bool,
+    medium: Medium,
 }
 
 impl Context {
-    pub(crate) fn open(_dev: &DeviceConfig) -> Result<Context> {
+    pub(crate) fn open(medium: Medium) -> Result<Context> {
         Ok(Context {
             engine: Engine::start()?,
-            shm: false,
+            medium,
         })
     }
 
-    /// A context of the `shm` provider (processes on one host).
-    pub(crate) fn open_shm(_dev: &DeviceConfig) -> Result<Context> {
-        Ok(Context {
-            engine: Engine::start()?,
-            shm: true,
-        })
-    }
-
-    pub(crate) fn is_shm(&self) -> bool {
-        self.shm
+    pub(crate) fn provider(&self) -> ProviderKind {
+        self.medium.provider()
     }
 
     pub(crate) fn alloc_pd(&self) -> Result<Arc<Pd>> {
         Ok(Arc::new(Pd {
             regions: Mutex::new(HashMap::new()),
-            shm: self.shm,
+            medium: self.medium,
         }))
     }
 
@@ -88,7 +97,7 @@ impl Context {
     }
 
     pub(crate) fn listen(&self, addr: SocketAddr) -> Result<Listener> {
-        Listener::bind(self.engine.clone(), addr, self.shm)
+        Listener::bind(self.engine.clone(), addr, self.medium)
     }
 
     pub(crate) fn connect(
@@ -99,15 +108,23 @@ impl Context {
         private_data: &[u8],
         timeout: Duration,
     ) -> Result<Connection> {
-        cm::connect(&self.engine, pd, addr, qp, private_data, timeout, self.shm)
+        cm::connect(
+            &self.engine,
+            pd,
+            addr,
+            qp,
+            private_data,
+            timeout,
+            self.medium,
+        )
     }
 }
 
 /// A protection domain: the registry of its regions, looked up by key on every remote access.
 pub(crate) struct Pd {
     regions: Mutex<HashMap<u32, Arc<Region>>>,
-    /// Allocated by an shm context (only for [`Pd::provider`]).
-    shm: bool,
+    /// The medium of the context that allocated it (only for [`Pd::provider`]).
+    medium: Medium,
 }
 
 /// A registered range as the receive path sees it.
@@ -131,11 +148,7 @@ impl Region {
 
 impl Pd {
     pub(crate) fn provider(&self) -> ProviderKind {
-        if self.shm {
-            ProviderKind::Shm
-        } else {
-            ProviderKind::Tcp
-        }
+        self.medium.provider()
     }
 
     fn lookup(&self, key: u32) -> Option<Arc<Region>> {

@@ -141,6 +141,7 @@ pub(super) fn status_code(status: Status) -> u8 {
         Status::WrFlushError => 5,
         Status::RetryExceeded => 6,
         Status::Other(_) => 7,
+        Status::LocalAccessError => 8,
     }
 }
 
@@ -153,6 +154,7 @@ pub(super) fn status_from(code: u8) -> Status {
         4 => Status::RemoteInvalidRequest,
         5 => Status::WrFlushError,
         6 => Status::RetryExceeded,
+        8 => Status::LocalAccessError,
         other => Status::Other(u32::from(other)),
     }
 }

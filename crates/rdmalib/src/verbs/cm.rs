@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -30,14 +30,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use rdma_mummy_sys::rdma_cm_event_type as ev;
 
-use super::ffi::{self, CmEvent, CmId, ConnParams, Cq, Device, EventChannel, Pd, QpCaps, SendOp};
-use crate::context::{Event, QpSpec};
+use super::ffi::{
+    self, CmEvent, CmId, ConnParams, Cq as RawCq, Device, EventChannel, Pd, QpCaps, SendOp,
+};
 use crate::error::{Error, Result};
-use crate::region::RawSge;
-use crate::types::{RemoteBuffer, SendFlags};
+use crate::types::{Completion, Event, QpSpec, RawSge, RemoteBuffer, SendFlags, Status};
 
 /// Pending connect requests a listener queues in the kernel.
 const LISTEN_BACKLOG: c_int = 128;
@@ -78,11 +79,14 @@ struct HubShared {
     routes: Mutex<HashMap<usize, Route>>,
 }
 
-/// The context's cm event channel and the thread that serves it. Everything that owns a cm
-/// id holds an `Arc<Hub>`; the thread stops when the last one goes.
+/// The context's cm event channel and the thread that serves it, and the context's
+/// connections by QP number. Everything that owns a cm id, and every completion queue, holds
+/// an `Arc<Hub>`; the thread stops when the last one goes.
 pub(super) struct Hub {
     shared: Arc<HubShared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Connections by QP number, for closing the one whose completion failed.
+    qps: Mutex<HashMap<u32, Weak<ConnShared>>>,
 }
 
 impl Hub {
@@ -101,7 +105,19 @@ impl Hub {
         Ok(Arc::new(Hub {
             shared,
             thread: Mutex::new(Some(handle)),
+            qps: Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// A completion of QP `qp_num` failed, so the QP is in the error state and can do nothing
+    /// more: close its connection (the peer sees a disconnect), as the stream providers do.
+    fn completion_failed(&self, qp_num: u32, status: Status) {
+        let conn = lock(&self.qps).get(&qp_num).and_then(Weak::upgrade);
+        if let Some(conn) = conn
+            && conn.connected.load(Ordering::Acquire)
+        {
+            conn.close(&format!("a completion failed with {status:?}"));
+        }
     }
 
     fn channel(&self) -> &Arc<EventChannel> {
@@ -268,6 +284,8 @@ struct ConnShared {
     // Destroyed (QP, then id) before the hub reference below is released.
     id: CmId,
     qp_num: u32,
+    send_cq: Arc<Cq>,
+    recv_cq: Arc<Cq>,
     connected: AtomicBool,
     /// Whether the listener was told about the disconnect.
     reported: AtomicBool,
@@ -277,18 +295,27 @@ struct ConnShared {
 impl Drop for ConnShared {
     fn drop(&mut self) {
         self.hub.remove_route(self.id.key());
+        let mut qps = lock(&self.hub.qps);
+        // Only our own entry: ours can no longer be upgraded.
+        if qps.get(&self.qp_num).is_some_and(|w| w.strong_count() == 0) {
+            qps.remove(&self.qp_num);
+        }
     }
 }
 
 impl ConnShared {
-    fn new(id: CmId, qp_num: u32, hub: Arc<Hub>) -> ConnShared {
-        ConnShared {
+    fn new(id: CmId, qp_num: u32, spec: &QpSpec<Arc<Cq>>, hub: Arc<Hub>) -> Arc<ConnShared> {
+        let shared = Arc::new(ConnShared {
             id,
             qp_num,
+            send_cq: spec.send_cq.clone(),
+            recv_cq: spec.recv_cq.clone(),
             connected: AtomicBool::new(true),
             reported: AtomicBool::new(false),
             hub,
-        }
+        });
+        lock(&shared.hub.qps).insert(qp_num, Arc::downgrade(&shared));
+        shared
     }
 
     /// Ends the connection once: `rdma_disconnect` (answers the peer's disconnect request, or
@@ -335,7 +362,6 @@ pub(crate) struct Connection {
     peer: SocketAddr,
     /// The accept's private data (active side) or the request's (passive side).
     peer_private_data: Vec<u8>,
-    max_inline_data: u32,
 }
 
 impl Connection {
@@ -357,6 +383,10 @@ impl Connection {
 
     #[inline]
     pub(crate) fn post_recv(&self, wr_id: u64, sge: RawSge) -> Result<()> {
+        if !self.is_connected() {
+            self.shared.recv_cq.flush(wr_id, self.shared.qp_num);
+            return Ok(());
+        }
         self.shared.id.post_recv(wr_id, sge)
     }
 
@@ -368,10 +398,7 @@ impl Connection {
         imm: Option<u32>,
         flags: SendFlags,
     ) -> Result<()> {
-        self.check_inline(sge, flags)?;
-        self.shared
-            .id
-            .post_send(wr_id, sge, SendOp::Send { imm }, flags)
+        self.post(wr_id, sge, SendOp::Send { imm }, flags)
     }
 
     #[inline]
@@ -383,13 +410,9 @@ impl Connection {
         imm: Option<u32>,
         flags: SendFlags,
     ) -> Result<()> {
-        self.check_inline(sge, flags)?;
-        self.shared
-            .id
-            .post_send(wr_id, sge, SendOp::Write { remote, imm }, flags)
+        self.post(wr_id, sge, SendOp::Write { remote, imm }, flags)
     }
 
-    /// Inline is meaningless for an atomic (nothing is sent from `sge`) and is ignored.
     pub(crate) fn post_fetch_add(
         &self,
         wr_id: u64,
@@ -398,24 +421,125 @@ impl Connection {
         add: u64,
         flags: SendFlags,
     ) -> Result<()> {
-        self.shared
-            .id
-            .post_send(wr_id, sge, SendOp::FetchAdd { remote, add }, flags)
+        self.post(wr_id, sge, SendOp::FetchAdd { remote, add }, flags)
+    }
+
+    /// A send-queue request: to the device while connected, else flushed (see [`Cq`]).
+    #[inline]
+    fn post(&self, wr_id: u64, sge: RawSge, op: SendOp, flags: SendFlags) -> Result<()> {
+        if !self.is_connected() {
+            self.shared.send_cq.flush(wr_id, self.shared.qp_num);
+            return Ok(());
+        }
+        self.shared.id.post_send(wr_id, sge, op, flags)
     }
 
     pub(crate) fn disconnect(&self) {
         self.shared.close("disconnect requested");
     }
+}
+
+/// A completion queue: the device's CQ, plus the flush completions of requests posted on
+/// closed connections, and the hub that closes a connection whose completion failed.
+///
+/// The IB specification flushes every request posted on a QP in the error state (C10-42,
+/// C10-97.2.1), but rxe (Linux 6.1) leaves receives posted from userspace in an errored QP
+/// uncompleted. So a request posted on a connection this provider knows to be closed never
+/// reaches the device: it completes here, with [`Status::WrFlushError`], on every device alike.
+pub(crate) struct Cq {
+    raw: Arc<RawCq>,
+    hub: Arc<Hub>,
+    flushed: Mutex<VecDeque<Completion>>,
+    has_flushed: AtomicBool,
+    /// Readable while `flushed` is not empty.
+    flushed_ready: EventFd,
+    /// Readable when the completion channel or `flushed_ready` is: the queue's descriptor.
+    readiness: Epoll,
+}
+
+impl Cq {
+    pub(super) fn new(raw: Arc<RawCq>, hub: &Arc<Hub>) -> Result<Arc<Cq>> {
+        let flushed_ready = eventfd(EfdFlags::empty(), "a completion queue")?;
+        let readiness = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| Error::io("epoll_create for a completion queue", e.into()))?;
+        // SAFETY: the completion channel's descriptor lives as long as `raw`, which this queue
+        // holds for as long as the epoll set that watches it.
+        let channel = unsafe { BorrowedFd::borrow_raw(raw.fd()) };
+        for fd in [channel, flushed_ready.as_fd()] {
+            readiness
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, 0))
+                .map_err(|e| Error::io("epoll_ctl for a completion queue", e.into()))?;
+        }
+        Ok(Arc::new(Cq {
+            raw,
+            hub: hub.clone(),
+            flushed: Mutex::new(VecDeque::new()),
+            has_flushed: AtomicBool::new(false),
+            flushed_ready,
+            readiness,
+        }))
+    }
 
     #[inline]
-    fn check_inline(&self, sge: RawSge, flags: SendFlags) -> Result<()> {
-        if flags.inline && sge.len > self.max_inline_data {
-            return Err(Error::InvalidArgument(format!(
-                "{} bytes cannot be sent inline; the connection allows {}",
-                sge.len, self.max_inline_data
-            )));
+    pub(crate) fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+        let mut done = 0;
+        if self.has_flushed.load(Ordering::Acquire) {
+            done = self.take_flushed(out);
         }
-        Ok(())
+        let n = self.raw.poll(&mut out[done..])?;
+        for wc in &out[done..done + n] {
+            if !wc.is_ok() {
+                self.hub.completion_failed(wc.qp_num, wc.status);
+            }
+        }
+        Ok(done + n)
+    }
+
+    pub(crate) fn req_notify(&self, solicited_only: bool) -> Result<()> {
+        self.raw.req_notify(solicited_only)
+    }
+
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = ffi::deadline_after(timeout);
+        loop {
+            if self.has_flushed.load(Ordering::Acquire) || self.raw.take_event()? {
+                return Ok(true);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(false);
+            }
+            ffi::poll_readable([self.fd()], left)
+                .map_err(|e| Error::io("waiting on a completion channel", e))?;
+        }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.readiness.0.as_raw_fd()
+    }
+
+    /// Completes a request of QP `qp_num` with a flush error, without the device.
+    fn flush(&self, wr_id: u64, qp_num: u32) {
+        let mut flushed = lock(&self.flushed);
+        flushed.push_back(Completion::error(wr_id, Status::WrFlushError, qp_num));
+        self.has_flushed.store(true, Ordering::Release);
+        if let Err(e) = self.flushed_ready.write(1) {
+            tracing::warn!("signalling a flushed request: {e}");
+        }
+    }
+
+    fn take_flushed(&self, out: &mut [Completion]) -> usize {
+        let mut flushed = lock(&self.flushed);
+        let n = out.len().min(flushed.len());
+        for (slot, wc) in out.iter_mut().zip(flushed.drain(..n)) {
+            *slot = wc;
+        }
+        if flushed.is_empty() {
+            self.has_flushed.store(false, Ordering::Release);
+            // Only resets the counter, so the descriptor stops being readable.
+            let _ = self.flushed_ready.read();
+        }
+        n
     }
 }
 
@@ -430,7 +554,8 @@ fn caps(spec: &QpSpec<Arc<Cq>>) -> QpCaps {
 /// The PD and both CQs must belong to the device the cm id is bound to.
 fn check_device(id_device: usize, pd: &Pd, spec: &QpSpec<Arc<Cq>>) -> Result<()> {
     let dev = pd.device();
-    if spec.send_cq.device().key() != dev.key() || spec.recv_cq.device().key() != dev.key() {
+    if spec.send_cq.raw.device().key() != dev.key() || spec.recv_cq.raw.device().key() != dev.key()
+    {
         return Err(Error::InvalidArgument(format!(
             "the completion queues and the protection domain belong to different contexts (PD on {})",
             dev.name()
@@ -589,7 +714,7 @@ pub(super) fn connect(
         ev::RDMA_CM_EVENT_ROUTE_RESOLVED,
         "route resolution",
     )?;
-    let qp_num = id.create_qp(pd, &spec.send_cq, &spec.recv_cq, caps(spec))?;
+    let qp_num = id.create_qp(pd, &spec.send_cq.raw, &spec.recv_cq.raw, caps(spec))?;
     let limits = dev.limits();
     id.connect(&ConnParams {
         private_data,
@@ -605,7 +730,7 @@ pub(super) fn connect(
     )?;
 
     let peer = id.peer_addr().unwrap_or(addr);
-    let shared = Arc::new(ConnShared::new(id, qp_num, hub.clone()));
+    let shared = ConnShared::new(id, qp_num, spec, hub.clone());
     hub.set_route(
         key,
         Route::Conn {
@@ -622,7 +747,6 @@ pub(super) fn connect(
         shared,
         peer,
         peer_private_data: established.private_data,
-        max_inline_data: spec.max_inline_data,
     })
 }
 
@@ -790,7 +914,7 @@ impl ConnectRequest {
             ));
         };
         let qp_num = match check_device(id.device_key(), pd, spec)
-            .and_then(|()| id.create_qp(pd, &spec.send_cq, &spec.recv_cq, caps(spec)))
+            .and_then(|()| id.create_qp(pd, &spec.send_cq.raw, &spec.recv_cq.raw, caps(spec)))
         {
             Ok(qp_num) => qp_num,
             Err(e) => {
@@ -807,7 +931,7 @@ impl ConnectRequest {
             initiator_depth: limits.initiator_depth.min(self.responder_resources),
         };
         let key = id.key();
-        let shared = Arc::new(ConnShared::new(id, qp_num, self.hub.clone()));
+        let shared = ConnShared::new(id, qp_num, spec, self.hub.clone());
         self.hub.set_route(
             key,
             Route::Conn {
@@ -826,7 +950,6 @@ impl ConnectRequest {
             shared,
             peer: self.peer,
             peer_private_data: std::mem::take(&mut self.private_data),
-            max_inline_data: spec.max_inline_data,
         })
     }
 

@@ -44,8 +44,7 @@ use rdma_mummy_sys as sys;
 use sys::rdma_cm_event_type as ev;
 
 use crate::error::{Error, Result};
-use crate::region::RawSge;
-use crate::types::{Access, Completion, Opcode, RemoteBuffer, SendFlags, Status};
+use crate::types::{Access, Completion, Opcode, RawSge, RemoteBuffer, SendFlags, Status};
 
 /// An error for a call that reported failure through `errno`. `errno` is read before `what`
 /// runs, so formatting the message cannot clobber it.
@@ -424,7 +423,7 @@ impl Cq {
     }
 
     /// `ibv_poll_cq` into `out`, in batches, until the queue is empty or `out` is full.
-    pub(crate) fn poll(&self, out: &mut [Completion]) -> Result<usize> {
+    pub(super) fn poll(&self, out: &mut [Completion]) -> Result<usize> {
         let mut done = 0;
         while done < out.len() {
             let want = (out.len() - done).min(POLL_BATCH);
@@ -460,52 +459,43 @@ impl Cq {
     }
 
     /// `ibv_req_notify_cq`.
-    pub(crate) fn req_notify(&self, solicited_only: bool) -> Result<()> {
+    pub(super) fn req_notify(&self, solicited_only: bool) -> Result<()> {
         // SAFETY: the CQ is live.
         let ret = unsafe { sys::ibv_req_notify_cq(self.cq.as_ptr(), c_int::from(solicited_only)) };
         check_ibv(ret, || format!("ibv_req_notify_cq on {}", self.dev.name))
     }
 
-    /// Waits on the channel (poll(2)), then takes and acknowledges one event.
-    pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        let deadline = deadline_after(timeout);
-        loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let [ready] = poll_readable([self.fd], left)
-                .map_err(|e| Error::io("poll on the completion channel", e))?;
-            if !ready {
-                return Ok(false);
-            }
-            let mut cq: *mut sys::ibv_cq = ptr::null_mut();
-            let mut ctx: *mut c_void = ptr::null_mut();
-            // SAFETY: the channel is live; the out pointers are valid. The fd is non-blocking,
-            // so this returns EAGAIN when another thread took the event first.
-            let ret = unsafe { sys::ibv_get_cq_event(self.channel.0.as_ptr(), &mut cq, &mut ctx) };
-            if ret == 0 {
-                // SAFETY: `cq` is the CQ the event belongs to (ours: the channel serves only
-                // it); one event taken, one acknowledged.
-                unsafe { sys::ibv_ack_cq_events(cq, 1) };
-                return Ok(true);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::WouldBlock {
-                return Err(Error::io(
-                    format!("ibv_get_cq_event on {}", self.dev.name),
-                    e,
-                ));
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
+    /// Takes and acknowledges one event of the channel, if one is there (never blocks).
+    pub(super) fn take_event(&self) -> Result<bool> {
+        let mut cq: *mut sys::ibv_cq = ptr::null_mut();
+        let mut ctx: *mut c_void = ptr::null_mut();
+        // SAFETY: the channel is live; the out pointers are valid. The fd is non-blocking, so
+        // this returns EAGAIN when there is no event (or another thread took it first).
+        let ret = unsafe { sys::ibv_get_cq_event(self.channel.0.as_ptr(), &mut cq, &mut ctx) };
+        if ret == 0 {
+            // SAFETY: `cq` is the CQ the event belongs to (ours: the channel serves only it);
+            // one event taken, one acknowledged.
+            unsafe { sys::ibv_ack_cq_events(cq, 1) };
+            return Ok(true);
         }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(false);
+        }
+        Err(Error::io(
+            format!("ibv_get_cq_event on {}", self.dev.name),
+            e,
+        ))
     }
 
     /// The completion channel's file descriptor.
-    pub(crate) fn fd(&self) -> RawFd {
+    pub(super) fn fd(&self) -> RawFd {
         self.fd
     }
 }
 
+/// An `ibv_wc` as a [`Completion`]: every field for a success, only `wr_id`, `status` and
+/// `qp_num` for a failure (verbs leaves the others undefined there).
 fn completion(wc: &sys::ibv_wc) -> Completion {
     use sys::ibv_wc_opcode as op;
     use sys::ibv_wc_status as st;
@@ -513,33 +503,33 @@ fn completion(wc: &sys::ibv_wc) -> Completion {
         st::IBV_WC_SUCCESS => Status::Success,
         st::IBV_WC_LOC_LEN_ERR => Status::LocalLengthError,
         st::IBV_WC_LOC_PROT_ERR => Status::LocalProtectionError,
+        st::IBV_WC_LOC_ACCESS_ERR => Status::LocalAccessError,
         st::IBV_WC_REM_ACCESS_ERR => Status::RemoteAccessError,
         st::IBV_WC_REM_INV_REQ_ERR => Status::RemoteInvalidRequest,
         st::IBV_WC_WR_FLUSH_ERR => Status::WrFlushError,
         st::IBV_WC_RETRY_EXC_ERR => Status::RetryExceeded,
         other => Status::Other(other),
     };
-    // Verbs defines the opcode of successful completions only; failed ones report what the
-    // provider wrote, and Send when it wrote nothing we know.
+    if status != Status::Success {
+        return Completion::error(wc.wr_id, status, wc.qp_num);
+    }
     let opcode = match wc.opcode {
+        op::IBV_WC_SEND => Opcode::Send,
         op::IBV_WC_RDMA_WRITE => Opcode::Write,
         op::IBV_WC_RDMA_READ => Opcode::Read,
         op::IBV_WC_FETCH_ADD => Opcode::FetchAdd,
         op::IBV_WC_RECV => Opcode::Recv,
         op::IBV_WC_RECV_RDMA_WITH_IMM => Opcode::RecvRdmaWithImm,
-        _ => Opcode::Send,
+        // Requests this crate never posts (compare-and-swap, binds, TSO, ...).
+        other => {
+            tracing::warn!("ignoring the opcode {other} of a completion");
+            Opcode::Send
+        }
     };
     let imm = (wc.wc_flags & sys::ibv_wc_flags::IBV_WC_WITH_IMM.0 != 0)
         // SAFETY: both union members are u32, so either reads an initialised u32.
         .then(|| u32::from_be(unsafe { wc.imm_data_invalidated_rkey_union.imm_data }));
-    Completion {
-        wr_id: wc.wr_id,
-        status,
-        opcode,
-        byte_len: wc.byte_len,
-        imm,
-        qp_num: wc.qp_num,
-    }
+    Completion::success(wc.wr_id, opcode, wc.byte_len, imm, wc.qp_num)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1031,7 +1021,9 @@ impl CmId {
     }
 
     fn qp(&self) -> Result<&QpParts> {
-        self.qp.as_ref().ok_or(Error::NotConnected)
+        self.qp.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("the connection manager id has no queue pair".into())
+        })
     }
 
     /// `ibv_post_recv` of one SGE (none when `sge` is empty).
@@ -1284,16 +1276,34 @@ mod tests {
             Completion {
                 wr_id: 7,
                 status: Status::Success,
-                opcode: Opcode::RecvRdmaWithImm,
+                opcode: Some(Opcode::RecvRdmaWithImm),
                 byte_len: 5,
                 imm: Some(42),
                 qp_num: 99
             }
         );
+        // A failed completion keeps the request, the status and the QP only, whatever else
+        // the provider left in the entry.
         wc.status = sys::ibv_wc_status::IBV_WC_WR_FLUSH_ERR;
+        assert_eq!(
+            completion(&wc),
+            Completion {
+                wr_id: 7,
+                status: Status::WrFlushError,
+                opcode: None,
+                byte_len: 0,
+                imm: None,
+                qp_num: 99
+            }
+        );
+        // Verbs defines byte_len of send-side completions only for reads and atomics.
+        wc.status = sys::ibv_wc_status::IBV_WC_SUCCESS;
+        wc.opcode = sys::ibv_wc_opcode::IBV_WC_RDMA_WRITE;
         wc.wc_flags = 0;
-        assert_eq!(completion(&wc).status, Status::WrFlushError);
-        assert_eq!(completion(&wc).imm, None);
+        assert_eq!(
+            (completion(&wc).opcode, completion(&wc).byte_len),
+            (Some(Opcode::Write), 0)
+        );
         wc.status = sys::ibv_wc_status::IBV_WC_RNR_RETRY_EXC_ERR;
         assert_eq!(completion(&wc).status, Status::Other(13));
     }

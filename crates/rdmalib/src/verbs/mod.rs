@@ -28,16 +28,18 @@
 //! the connections they accepted. Events are queued for [`Listener::get_event`], so
 //! disconnects are handled even if nobody calls it.
 //!
-//! # Differences from the tcp provider
+//! # How it keeps the provider contract
 //!
-//! - Verbs pads private data to the transport's size (IB/RoCE: 56 bytes in a request, 148
-//!   in a reject), so a receiver may see trailing zero bytes: use fixed-size or
-//!   self-delimiting private data.
+//! - Private data is padded by the transport itself (IB/RoCE: 56 bytes in a request, 196 in
+//!   an accept, 148 in a reject).
+//! - A failed completion keeps only `wr_id`, `status` and `qp_num` (see `ffi::completion`).
+//! - A failed completion means its QP is in the error state: [`Cq::poll`] closes the
+//!   connection (`rdma_disconnect`), so the peer sees a disconnect, as with tcp and shm.
+//! - A request posted on a connection known to be closed never reaches the device and is
+//!   completed by the [`Cq`] with a flush error (rxe does not flush receives posted then).
 //! - A reject by the peer application is [`Error::Rejected`]; a reject by the remote
 //!   connection manager (nobody listening on the port, stale connection) is an I/O error of
 //!   kind `ConnectionRefused`.
-//! - Posting on a connection that is no longer connected is accepted by the hardware and
-//!   completes with a flush error, as in verbs.
 //! - `background_progress` needs no helper: the NIC makes progress by itself.
 
 mod cm;
@@ -49,12 +51,12 @@ use std::time::Duration;
 
 use sideway::ibverbs::device::{DeviceInfo, DeviceList, GetDeviceListErrorKind};
 
-use crate::context::QpSpec;
 use crate::device::DeviceConfig;
 use crate::error::{Error, Result};
+use crate::types::QpSpec;
 
-pub(crate) use cm::{ConnectRequest, Connection, Listener};
-pub(crate) use ffi::{Cq, Mr, Pd};
+pub(crate) use cm::{ConnectRequest, Connection, Cq, Listener};
+pub(crate) use ffi::{Mr, Pd};
 
 /// Names of the host's RDMA devices, or why there are none.
 fn device_names() -> std::result::Result<Vec<String>, String> {
@@ -144,7 +146,7 @@ impl Context {
     }
 
     pub(crate) fn create_cq(&self, capacity: u32) -> Result<Arc<Cq>> {
-        Cq::create(&self.dev, capacity)
+        Cq::new(ffi::Cq::create(&self.dev, capacity)?, &self.hub)
     }
 
     pub(crate) fn listen(&self, addr: SocketAddr) -> Result<Listener> {
