@@ -40,8 +40,9 @@
 //!    request fails with [`Status::RemoteAccessError`]; a receive of the responder's that the
 //!    request consumed (a write with immediate) fails too (`RemoteAccessError`, or
 //!    [`Status::LocalAccessError`] on some NICs). A send larger than the receive buffer it lands in
-//!    fails with [`Status::RemoteInvalidRequest`], and that receive with
-//!    [`Status::LocalLengthError`]. The connection is then broken at both ends, as an RC queue pair in the error
+//!    fails with [`Status::RemoteInvalidRequest`] and that receive with
+//!    [`Status::LocalLengthError`] (rxe: [`Status::RemoteOperationError`] and
+//!    [`Status::LocalQpOperationError`]). The connection is then broken at both ends, as an RC queue pair in the error
 //!    state is: whatever else is outstanding or posted later flushes, both sides' posted
 //!    receives flush, [`Connection::is_connected`] turns `false` (at the requester once the
 //!    error completion has been polled), and the responder's listener reports

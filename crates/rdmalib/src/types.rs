@@ -119,8 +119,15 @@ pub enum Status {
     /// requester's request fails with it; a receive of the responder's that the refused
     /// request consumed (a write with immediate) fails with it too.
     RemoteAccessError,
-    /// The responder could not take the request (for example a send larger than its receive buffer).
+    /// The responder could not take the request (for example a send larger than its receive
+    /// buffer, on most NICs, tcp and shm).
     RemoteInvalidRequest,
+    /// The responder failed to carry the request out (rxe's answer to a send larger than the
+    /// receive buffer).
+    RemoteOperationError,
+    /// A receive could not take what arrived because of its own queue pair (rxe's status for
+    /// the receive of a send larger than its buffer).
+    LocalQpOperationError,
     /// The request was flushed because the connection closed or went into the error state:
     /// every request outstanding or posted after that, signaled or not, and every posted receive.
     WrFlushError,

@@ -956,7 +956,7 @@ fn check_violation(
     len: usize,
     prepare: impl FnOnce(&Client),
     violate: impl FnOnce(&Client),
-    status: Status,
+    statuses: &[Status],
     peer_receive: PeerReceive,
 ) {
     let (mut peer, ctx) = setup();
@@ -968,7 +968,11 @@ fn check_violation(
 
     violate(&c);
     let wc = c.wait_send();
-    assert_eq!((wc.wr_id, wc.status, wc.opcode), (9, status, None));
+    assert_eq!((wc.wr_id, wc.opcode), (9, None));
+    assert!(
+        statuses.contains(&wc.status),
+        "{wc:?}, expected one of {statuses:?}"
+    );
     // The connection is broken: our receive flushes, and so does a request posted now.
     let flushed = c.wait_recv();
     assert_eq!((flushed.wr_id, flushed.status), (55, Status::WrFlushError));
@@ -1015,7 +1019,7 @@ fn a_write_with_a_bad_rkey_is_refused() {
             assert!(!known.contains(&bad.rkey));
             c.post_write(9, &[0xee; 64], bad, None);
         },
-        Status::RemoteAccessError,
+        &[Status::RemoteAccessError],
         PeerReceive::Untouched,
     );
 }
@@ -1036,7 +1040,7 @@ fn a_write_across_the_end_of_a_region_is_refused() {
             };
             c.post_write(9, &[0xee; 64], remote, Some(1));
         },
-        Status::RemoteAccessError,
+        &[Status::RemoteAccessError],
         // rxe, tcp and shm report the responder's side as a remote access error, some NICs as
         // a local one.
         PeerReceive::Consumed(&[Status::RemoteAccessError, Status::LocalAccessError]),
@@ -1062,7 +1066,7 @@ fn an_atomic_on_a_region_without_atomic_access_is_refused() {
                 )
                 .unwrap();
         },
-        Status::RemoteAccessError,
+        &[Status::RemoteAccessError],
         PeerReceive::Untouched,
     );
 }
@@ -1075,7 +1079,7 @@ fn a_write_to_a_region_without_remote_access_is_refused() {
         16,
         |_| {},
         |c| c.post_write(9, &[0xee; 16], c.regions[R3], None),
-        Status::RemoteAccessError,
+        &[Status::RemoteAccessError],
         PeerReceive::Untouched,
     );
 }
@@ -1088,8 +1092,9 @@ fn a_send_larger_than_the_receive_buffer_is_refused() {
         SLOT,
         |_| {},
         |c| c.send(9, &[b'x'; SLOT + 1], SendFlags::SIGNALED).unwrap(),
-        Status::RemoteInvalidRequest,
-        PeerReceive::Consumed(&[Status::LocalLengthError]),
+        // What most NICs, tcp and shm say; then what rxe says.
+        &[Status::RemoteInvalidRequest, Status::RemoteOperationError],
+        PeerReceive::Consumed(&[Status::LocalLengthError, Status::LocalQpOperationError]),
     );
 }
 

@@ -142,6 +142,8 @@ pub(super) fn status_code(status: Status) -> u8 {
         Status::RetryExceeded => 6,
         Status::Other(_) => 7,
         Status::LocalAccessError => 8,
+        Status::RemoteOperationError => 9,
+        Status::LocalQpOperationError => 10,
     }
 }
 
@@ -155,6 +157,8 @@ pub(super) fn status_from(code: u8) -> Status {
         5 => Status::WrFlushError,
         6 => Status::RetryExceeded,
         8 => Status::LocalAccessError,
+        9 => Status::RemoteOperationError,
+        10 => Status::LocalQpOperationError,
         other => Status::Other(u32::from(other)),
     }
 }

@@ -506,6 +506,8 @@ fn completion(wc: &sys::ibv_wc) -> Completion {
         st::IBV_WC_LOC_ACCESS_ERR => Status::LocalAccessError,
         st::IBV_WC_REM_ACCESS_ERR => Status::RemoteAccessError,
         st::IBV_WC_REM_INV_REQ_ERR => Status::RemoteInvalidRequest,
+        st::IBV_WC_REM_OP_ERR => Status::RemoteOperationError,
+        st::IBV_WC_LOC_QP_OP_ERR => Status::LocalQpOperationError,
         st::IBV_WC_WR_FLUSH_ERR => Status::WrFlushError,
         st::IBV_WC_RETRY_EXC_ERR => Status::RetryExceeded,
         other => Status::Other(other),
