@@ -4,19 +4,22 @@
 # native functions, wasm with an empty compile cache, and wasm with a warm one. Prints the
 # phase medians (lease, connect, submit, spawn_connect, initialize, execute, total).
 #
-# Usage: tools/cold_benchmark.sh [-r REPETITIONS] [-d DEVICE] [-o OUT_DIR] [-b BUILD_DIR] [--no-build]
+# Usage: tools/cold_benchmark.sh [-r REPETITIONS] [-d DEVICE] [-p PROVIDER] [-o OUT_DIR]
+#                                [-b BUILD_DIR] [--no-build]
 #   -r  cold starts per kind           (default 100)
 #   -d  device (tools/device_generator.sh)  (default lo)
+#   -p  provider of that device: verbs, tcp or shm  (default: what the generator says)
 #   -o  configs, logs and CSV files    (default results-cold)
 #   -b  build directory (tools/build.sh)    (default build)
 set -euo pipefail
 
-reps=100 device=lo out=results-cold build=build do_build=1
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+reps=100 device=lo provider= out=results-cold build=build do_build=1
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -r) reps=$2; shift ;;
     -d) device=$2; shift ;;
+    -p) provider=$2; shift ;;
     -o) out=$2; shift ;;
     -b) build=$2; shift ;;
     --no-build) do_build=0 ;;
@@ -34,6 +37,14 @@ build=$(cd "$build" && pwd) out=$(cd "$out" && pwd)
 rm -rf "$out/wasm-cache"
 
 tools/device_generator.sh -d "$device" -o "$out/devices.json"
+if [ -n "$provider" ]; then
+  case "$provider" in
+    verbs|tcp|shm) ;;
+    *) echo "cold_benchmark.sh: unknown provider $provider (verbs, tcp or shm)" >&2; exit 2 ;;
+  esac
+  jq --arg p "$provider" '.devices[0].provider = $p' "$out/devices.json" > "$out/devices.json.tmp"
+  mv "$out/devices.json.tmp" "$out/devices.json"
+fi
 address=$(jq -r '.devices[0].ip_address' "$out/devices.json")
 jq --arg d "$device" '.config.rdma_device = $d' config/resource_manager.json > "$out/resource_manager.json"
 rm_port=$(jq -r '.config.rdma_device_port' "$out/resource_manager.json")

@@ -1,25 +1,108 @@
 #!/usr/bin/env bash
-# Runs every test of rFaaS-rs. The end-to-end tests start the real binaries, so the
-# workspace's binaries, libfunctions.so and functions.wasm are built first.
-# Needs: cmake, libclang-dev, jq (Debian) and the wasm32-unknown-unknown target.
-set -euo pipefail
+# Runs every test of rFaaS-rs on every provider: the workspace's tests (tcp), rdmalib's
+# two-process suite and the end-to-end suite again on shm, and, in a SoftRoCE guest
+# (tools/softroce.sh), rdmalib's two-process suite, verbs_loopback and the end-to-end suite on
+# verbs. Installs what they need (tools/setup.sh), builds the binaries the end-to-end tests
+# start, and ends with passed / failed / ignored per provider and suite.
+#
+# Usage: tools/test.sh [--no-verbs]
+#   --no-verbs  leave the verbs stage out (it needs QEMU and a kernel with rdma_rxe); the
+#               summary then says that verbs was not tested.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  echo "test.sh: the wasm32-unknown-unknown target is missing; run: rustup target add wasm32-unknown-unknown" >&2
-  exit 1
-fi
-command -v jq >/dev/null || { echo "test.sh: jq is missing (apt-get install jq)" >&2; exit 1; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+verbs=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-verbs) verbs=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "test.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+parts=(build tutorial)
+[ $verbs = 1 ] && parts+=(softroce)
+tools/setup.sh "${parts[@]}" || exit 1
+
+logs=build/test-logs
+rm -rf "$logs"
+mkdir -p "$logs"
+started=$SECONDS
+summary=()
+failed=0
+
+# Records a suite's outcome from its log: the sums of libtest's "test result:" lines.
+record() { # provider, suite, log, exit status
+  local counts
+  counts=$(awk '/^test result:/ { p += $4; f += $6; i += $8 }
+    END { printf "%4d passed %4d failed %4d ignored", p, f, i }' "$3")
+  if [ "$4" != 0 ]; then
+    counts+="  FAILED (exit $4)"
+    failed=1
+  fi
+  summary+=("$(printf '%-6s %-16s %s' "$1" "$2" "$counts")")
+}
+
+# Runs a suite here, showing its output and keeping it in the log.
+suite() { # provider, suite, command...
+  local provider=$1 name=$2 log="$logs/$1-$2.log"
+  shift 2
+  echo "==> $name on $provider" >&2
+  "$@" 2>&1 | tee "$log"
+  record "$provider" "$name" "$log" "${PIPESTATUS[0]}"
+}
+
+# The executable cargo built for test target $2 of package $1.
+test_binary() {
+  cargo test -p "$1" --test "$2" --no-run --message-format=json 2>/dev/null |
+    jq -r --arg t "$2" 'select(.reason == "compiler-artifact" and .target.name == $t) | .executable // empty'
+}
 
 echo "==> building binaries and function libraries" >&2
-cargo build --workspace --bins
-cargo build -p functions
-cargo build --release --target wasm32-unknown-unknown --manifest-path functions-wasm/Cargo.toml \
-  --target-dir functions-wasm/target
+cargo build --workspace --bins &&
+  cargo build -p functions &&
+  cargo build --release --target wasm32-unknown-unknown --manifest-path functions-wasm/Cargo.toml \
+    --target-dir functions-wasm/target &&
+  cargo test --workspace --no-run || exit 1
 
-echo "==> cargo test" >&2
-cargo test --workspace
+suite tcp workspace cargo test --workspace
+suite shm two_process env RDMALIB_TEST_PROVIDER=shm cargo test -p rdmalib --test two_process
+suite shm e2e env RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test e2e
 
-echo "==> rdmalib two-process tests and the end-to-end suite on the shm provider" >&2
-RDMALIB_TEST_PROVIDER=shm cargo test -p rdmalib --test two_process
-RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test e2e
+if [ $verbs = 1 ]; then
+  two_process=$(test_binary rdmalib two_process)
+  loopback=$(test_binary rdmalib verbs_loopback)
+  e2e=$(test_binary benchmarks e2e)
+  # In the guest: the same binaries, on rxe0; each suite's output goes to its log as well.
+  guest_suites='
+    echo "==> two_process on verbs" >&2
+    RDMALIB_TEST_PROVIDER=verbs "$2" --test-threads=1 2>&1 | tee "$1/verbs-two_process.log"
+    echo "${PIPESTATUS[0]}" > "$1/verbs-two_process.status"
+    echo "==> verbs_loopback on verbs" >&2
+    "$3" --ignored 2>&1 | tee "$1/verbs-verbs_loopback.log"
+    echo "${PIPESTATUS[0]}" > "$1/verbs-verbs_loopback.status"
+    echo "==> e2e on verbs" >&2
+    RFAAS_E2E_PROVIDER=verbs "$4" --test-threads=1 2>&1 | tee "$1/verbs-e2e.log"
+    echo "${PIPESTATUS[0]}" > "$1/verbs-e2e.status"'
+  verbs_started=$SECONDS
+  tools/softroce.sh -- bash -c "$guest_suites" guest "$PWD/$logs" "$two_process" "$loopback" "$e2e"
+  guest=$?
+  for name in two_process verbs_loopback e2e; do
+    if [ -f "$logs/verbs-$name.status" ]; then
+      record verbs "$name" "$logs/verbs-$name.log" "$(cat "$logs/verbs-$name.status")"
+    else
+      summary+=("$(printf '%-6s %-16s %s' verbs "$name" "NOT RUN: the SoftRoCE guest failed (exit $guest)")")
+      failed=1
+    fi
+  done
+  verbs_time=$((SECONDS - verbs_started))
+else
+  summary+=("$(printf '%-6s %-16s %s' verbs '*' "NOT RUN (--no-verbs): the verbs provider was not tested")")
+fi
+
+echo
+echo "Summary (logs in $logs; $((SECONDS - started)) s${verbs_time:+, of which verbs stage ${verbs_time} s}):"
+printf '  %s\n' "${summary[@]}"
+exit $failed

@@ -18,9 +18,9 @@ struct ResourceManager {
 }
 
 fn start_resource_manager(dir: &TempDir) -> ResourceManager {
-    let devices = loopback_devices(dir);
+    let devices = test_devices(dir);
     let mut config = shipped_config("resource_manager.json");
-    config["config"]["rdma_device"] = "lo".into();
+    config["config"]["rdma_device"] = device_name().into();
     config["config"]["rdma_device_port"] = 0.into();
     config["config"]["http_network_address"] = "127.0.0.1".into();
     config["config"]["http_network_port"] = 0.into();
@@ -37,9 +37,9 @@ fn start_resource_manager(dir: &TempDir) -> ResourceManager {
 /// An executor manager that registers with `rm` using `secret`.
 fn manager_config(dir: &TempDir, rm: &ResourceManager, secret: u32) -> PathBuf {
     let mut config = shipped_config("executor_manager.json");
-    config["config"]["rdma_device"] = "lo".into();
+    config["config"]["rdma_device"] = device_name().into();
     config["config"]["rdma_device_port"] = 0.into();
-    config["config"]["resource_manager_address"] = "127.0.0.1".into();
+    config["config"]["resource_manager_address"] = device_ip().into();
     config["config"]["resource_manager_port"] = rm.rdma.port().into();
     config["config"]["resource_manager_secret"] = secret.into();
     dir.write_json(&format!("executor_manager_{secret}.json"), &config)
@@ -49,7 +49,8 @@ fn manager_config(dir: &TempDir, rm: &ResourceManager, secret: u32) -> PathBuf {
 fn add_node(rm: &ResourceManager, manager: &Manager) -> (String, String) {
     let url = format!("http://{}/add?node=exec-mgr-node", rm.http);
     let body = format!(
-        r#"{{"ip_address": "127.0.0.1", "port": {}, "cores": 1, "memory": 512}}"#,
+        r#"{{"ip_address": "{}", "port": {}, "cores": 1, "memory": 512}}"#,
+        device_ip(),
         manager.addr.port()
     );
     curl(&[&url, "-X", "POST", "-d", &body])
@@ -81,8 +82,10 @@ fn registered_deployment(dir: &TempDir) -> (ResourceManager, Manager) {
         &[],
     );
     assert!(
-        rm.daemon
-            .wait_for_log("Executor manager 127.0.0.1", Duration::from_secs(10)),
+        rm.daemon.wait_for_log(
+            &format!("Executor manager {}", device_ip()),
+            Duration::from_secs(10)
+        ),
         "{}",
         rm.daemon.log()
     );
@@ -99,9 +102,9 @@ fn registered_deployment(dir: &TempDir) -> (ResourceManager, Manager) {
 
 fn benchmark_config(dir: &TempDir, rm: &ResourceManager, repetitions: u64) -> PathBuf {
     let mut bench = shipped_config("benchmark.json");
-    bench["config"]["rdma_device"] = "lo".into();
+    bench["config"]["rdma_device"] = device_name().into();
     bench["config"]["rdma_device_port"] = 0.into();
-    bench["config"]["resource_manager_address"] = "127.0.0.1".into();
+    bench["config"]["resource_manager_address"] = device_ip().into();
     bench["config"]["resource_manager_port"] = rm.rdma.port().into();
     bench["benchmark"]["repetitions"] = repetitions.into();
     dir.write_json("benchmark.json", &bench)
@@ -207,33 +210,22 @@ fn unknown_leases_and_oversized_requests_are_clear_errors() {
         cores: 1,
         memory_mb: 256,
     };
-    match Executor::allocate(
-        &loopback_device(),
-        &forged,
-        &code,
-        &AllocationSpec::default(),
-    ) {
+    match Executor::allocate(&test_device(), &forged, &code, &AllocationSpec::default()) {
         Err(Error::Refused(msg)) => {
             assert!(msg.contains("UnknownLease") && msg.contains("999"), "{msg}")
         }
         Err(other) => panic!("expected an unknown-lease refusal, got {other}"),
         Ok(_) => panic!("a forged lease was accepted"),
     }
-    match Lease::from_resource_manager(&loopback_device(), rm.rdma, 64, 256, Duration::from_secs(5))
-    {
+    match Lease::from_resource_manager(&test_device(), rm.rdma, 64, 256, Duration::from_secs(5)) {
         Err(Error::NoResources(msg)) => assert!(msg.contains("cannot lease 64 core(s)"), "{msg}"),
         other => panic!("expected no resources, got {other:?}"),
     }
     let lease =
-        Lease::from_resource_manager(&loopback_device(), rm.rdma, 1, 256, Duration::from_secs(5))
+        Lease::from_resource_manager(&test_device(), rm.rdma, 1, 256, Duration::from_secs(5))
             .unwrap();
-    let executor = Executor::allocate(
-        &loopback_device(),
-        &lease,
-        &code,
-        &AllocationSpec::default(),
-    )
-    .unwrap();
+    let executor =
+        Executor::allocate(&test_device(), &lease, &code, &AllocationSpec::default()).unwrap();
     assert_eq!(executor.functions().len(), 5);
 }
 
@@ -243,7 +235,7 @@ fn a_manager_that_dies_holding_a_lease_releases_it() {
     let dir = TempDir::new("manager-dies");
     let (rm, mut manager) = registered_deployment(&dir);
     let lease =
-        Lease::from_resource_manager(&loopback_device(), rm.rdma, 1, 256, Duration::from_secs(5))
+        Lease::from_resource_manager(&test_device(), rm.rdma, 1, 256, Duration::from_secs(5))
             .unwrap();
     let leases = get_json(&rm, "/leases");
     assert_eq!(leases["leases"][0]["state"], "active", "{leases}");
@@ -263,8 +255,7 @@ fn a_manager_that_dies_holding_a_lease_releases_it() {
     let nodes = get_json(&rm, "/executors");
     assert_eq!(nodes["executors"][0]["manager_connected"], false, "{nodes}");
     assert_eq!(nodes["executors"][0]["free_cores"], 1, "{nodes}");
-    match Lease::from_resource_manager(&loopback_device(), rm.rdma, 1, 256, Duration::from_secs(5))
-    {
+    match Lease::from_resource_manager(&test_device(), rm.rdma, 1, 256, Duration::from_secs(5)) {
         Err(Error::NoResources(msg)) => assert!(msg.contains("cannot lease"), "{msg}"),
         other => panic!("a node without a manager must not be leased, got {other:?}"),
     }

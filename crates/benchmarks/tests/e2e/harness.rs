@@ -206,8 +206,8 @@ impl Manager {
     }
 }
 
-/// The provider of the loopback device: `tcp`, or the one `RFAAS_E2E_PROVIDER` names
-/// (`tools/test.sh` also runs the suite with `shm`).
+/// The provider under test: `tcp`, or the one `RFAAS_E2E_PROVIDER` names (`tools/test.sh`
+/// also runs the suite with `shm`, and with `verbs` in the SoftRoCE guest).
 pub fn provider() -> rdmalib::ProviderKind {
     match std::env::var("RFAAS_E2E_PROVIDER") {
         Ok(name) => name.parse().expect("RFAAS_E2E_PROVIDER names a provider"),
@@ -215,22 +215,32 @@ pub fn provider() -> rdmalib::ProviderKind {
     }
 }
 
-/// A device database with the loopback device on the tcp provider (or [`provider`]).
-pub fn loopback_devices(dir: &TempDir) -> PathBuf {
+/// The device under test: `RDMA_DEVICE` (as `tools/softroce.sh` sets it), else `lo`.
+pub fn device_name() -> String {
+    std::env::var("RDMA_DEVICE").unwrap_or_else(|_| "lo".into())
+}
+
+/// The address of the device under test: `RDMA_IP`, else 127.0.0.1.
+pub fn device_ip() -> String {
+    std::env::var("RDMA_IP").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+/// A device database with the device under test on [`provider`].
+pub fn test_devices(dir: &TempDir) -> PathBuf {
     dir.write_json(
         "devices.json",
-        &serde_json::json!({"devices": [{"name": "lo", "ip_address": "127.0.0.1", "port": 10000,
-            "max_inline_data": 0, "default_receive_buffer_size": 32,
+        &serde_json::json!({"devices": [{"name": device_name(), "ip_address": device_ip(),
+            "port": 10000, "max_inline_data": 0, "default_receive_buffer_size": 32,
             "provider": provider().name()}]}),
     )
 }
 
 /// Starts a manager on a free port with the shipped configuration and `--skip-resource-manager`.
 pub fn local_manager(dir: &TempDir) -> Manager {
-    let devices = loopback_devices(dir);
+    let devices = test_devices(dir);
     let config = shipped_config("executor_manager.json");
     let mut config: serde_json::Value = config;
-    config["config"]["rdma_device"] = "lo".into();
+    config["config"]["rdma_device"] = device_name().into();
     config["config"]["rdma_device_port"] = 0.into();
     let config = dir.write_json("executor_manager.json", &config);
     Manager::start(&config, &devices, &["--skip-resource-manager"])
@@ -272,7 +282,7 @@ impl ClientFiles {
     }
 }
 
-/// Benchmark and executors-database files that point at `manager` (and the loopback
+/// Benchmark and executors-database files that point at `manager` (and the
 /// `devices.json` that `local_manager` wrote).
 pub fn client_configs(
     dir: &TempDir,
@@ -282,13 +292,13 @@ pub fn client_configs(
     repetitions: u64,
 ) -> ClientFiles {
     let mut bench = shipped_config("benchmark.json");
-    bench["config"]["rdma_device"] = "lo".into();
+    bench["config"]["rdma_device"] = device_name().into();
     bench["config"]["rdma_device_port"] = 0.into();
     bench["benchmark"]["numcores"] = cores.into();
     bench["benchmark"]["hot_timeout"] = hot_timeout.into();
     bench["benchmark"]["repetitions"] = repetitions.into();
-    let executors = serde_json::json!({"executors": [{"node": "exec-mgr-node", "address": "127.0.0.1",
-        "port": manager.addr.port(), "cores": cores, "memory": 512}]});
+    let executors = serde_json::json!({"executors": [{"node": "exec-mgr-node",
+        "address": device_ip(), "port": manager.addr.port(), "cores": cores, "memory": 512}]});
     ClientFiles {
         config: dir.write_json("benchmark.json", &bench),
         devices: dir.path("devices.json"),
@@ -313,11 +323,11 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The loopback device on the tcp provider (or [`provider`]), for clients in the test process.
-pub fn loopback_device() -> rdmalib::DeviceConfig {
+/// The device under test, for clients in the test process.
+pub fn test_device() -> rdmalib::DeviceConfig {
     rdmalib::DeviceConfig {
-        name: "lo".into(),
-        ip_address: "127.0.0.1".into(),
+        name: device_name(),
+        ip_address: device_ip(),
         port: 0,
         max_inline_data: 0,
         default_receive_buffer_size: 32,
@@ -338,7 +348,7 @@ pub fn allocate(
         cores: spec.cores,
         memory_mb: 512,
     };
-    rfaas::Executor::allocate(&loopback_device(), &lease, code, spec)
+    rfaas::Executor::allocate(&test_device(), &lease, code, spec)
 }
 
 /// One call of `empty` on `size` bytes of `fill`; checks the bytes that come back.

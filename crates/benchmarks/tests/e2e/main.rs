@@ -1,6 +1,10 @@
-//! End-to-end tests: the tutorial's deployment with real processes over real sockets (tcp
-//! provider on 127.0.0.1). The binaries must be built first; `tools/test.sh` does it.
-//! `RFAAS_E2E_PROVIDER=shm` runs the tests that use the loopback device on the shm provider.
+//! End-to-end tests: the tutorial's deployment with real processes over real sockets. The
+//! binaries must be built first; `tools/test.sh` does it.
+//!
+//! The device under test is `lo` (127.0.0.1) on tcp unless the environment says otherwise:
+//! `RFAAS_E2E_PROVIDER` names the provider (`shm`, `verbs`), `RDMA_DEVICE` and `RDMA_IP` the
+//! device and its address (as `tools/softroce.sh` sets them). `tools/test.sh` runs the suite on
+//! tcp, on shm, and on verbs in the SoftRoCE guest.
 
 mod deployment;
 mod harness;

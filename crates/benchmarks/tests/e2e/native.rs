@@ -58,7 +58,7 @@ fn tutorial_warm_benchmark_native() {
     let src = repo();
     let devices = dir.path("server_devices.json");
     let generated = Command::new(src.join("tools/device_generator.sh"))
-        .args(["-d", "lo", "-o", arg(&devices)])
+        .args(["-d", &device_name(), "-o", arg(&devices)])
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -70,21 +70,21 @@ fn tutorial_warm_benchmark_native() {
     let manager_config = dir.path("executor_manager.json");
     jq(
         ".config.rdma_device = $device",
-        &["--arg", "device", "lo"],
+        &["--arg", "device", &device_name()],
         &src.join("config/executor_manager.json"),
         &manager_config,
     );
     let executors = dir.path("executors_database.json");
     jq(
         ".executors[0].address = $address",
-        &["--arg", "address", "127.0.0.1"],
+        &["--arg", "address", &device_ip()],
         &src.join("config/executors_database.json"),
         &executors,
     );
     let bench = dir.path("benchmark.json");
     jq(
         ".config.rdma_device = $device",
-        &["--arg", "device", "lo"],
+        &["--arg", "device", &device_name()],
         &src.join("config/benchmark.json"),
         &bench,
     );
@@ -101,7 +101,10 @@ fn tutorial_warm_benchmark_native() {
         "the shipped configuration's port"
     );
     assert!(
-        manager.log().contains("Listening on device lo, port 10005"),
+        manager.log().contains(&format!(
+            "Listening on device {}, port 10005",
+            device_name()
+        )),
         "{}",
         manager.log()
     );
@@ -355,7 +358,7 @@ fn client_that_disconnects_mid_lease() {
 fn bad_input_is_one_clear_line() {
     let _serial = serial();
     let dir = TempDir::new("bad-input");
-    let devices = loopback_devices(&dir);
+    let devices = test_devices(&dir);
     let broken = dir.path("broken.json");
     std::fs::write(&broken, "{\"config\": {").unwrap();
     let mut unknown_device = shipped_config("executor_manager.json");
@@ -371,8 +374,12 @@ fn bad_input_is_one_clear_line() {
     let executors = shipped.join("executors_database.json");
     let no_manager = dir.write_json(
         "no_manager.json",
-        &serde_json::json!({"executors": [{"node": "n", "address": "127.0.0.1", "port": 1, "cores": 1, "memory": 512}]}),
+        &serde_json::json!({"executors": [{"node": "n", "address": device_ip(), "port": 1, "cores": 1, "memory": 512}]}),
     );
+    let has_devices = format!("it has: {}", device_name());
+    let unknown_device_needles = ["\"mlx5_0\"", has_devices.as_str()];
+    let unreachable = format!("{}:1", device_ip());
+    let unreachable_needles = ["cannot reach the executor manager", unreachable.as_str()];
     let library = native_library();
     // The binaries are built with the same features as this test.
     let no_verbs: &[&str] = if cfg!(feature = "verbs") {
@@ -401,7 +408,7 @@ fn bad_input_is_one_clear_line() {
                 arg(&devices),
                 "--skip-resource-manager",
             ],
-            &["\"mlx5_0\"", "it has: lo"],
+            &unknown_device_needles,
         ),
         (
             "executor_manager",
@@ -453,7 +460,7 @@ fn bad_input_is_one_clear_line() {
                 "-s",
                 "1",
             ],
-            &["cannot reach the executor manager", "127.0.0.1:1"],
+            &unreachable_needles,
         ),
         (
             "rdma_pingpong",

@@ -164,6 +164,10 @@ fn main_job_script_prints_the_comparison_table() {
             "2",
             "-w",
             "20",
+            "-d",
+            &device_name(),
+            "-p",
+            provider().name(),
         ])
         .output()
         .unwrap();
@@ -205,6 +209,10 @@ fn cold_benchmark_script_prints_every_phase() {
             arg(&dir.path("results")),
             "-r",
             "2",
+            "-d",
+            &device_name(),
+            "-p",
+            provider().name(),
         ])
         .output()
         .unwrap();

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The one place that knows what rFaaS-rs needs. Installs what is missing (Debian packages,
+# rustup targets, Python tools in a venv in the build directory) and is quick when all is there.
+# Without root it installs nothing and prints the command to run instead.
+#
+# Usage: tools/setup.sh [--check] PART...
+#   build     compiling the workspace: cmake + libclang (the verbs provider's bindings),
+#             the wasm32-unknown-unknown target (functions.wasm)
+#   tutorial  the tutorial's commands: jq, iproute2 (device_generator.sh), curl
+#   softroce  the SoftRoCE guest of tools/softroce.sh: QEMU, a Debian kernel with rdma_rxe,
+#             rdma-core and perftest, and virtme-ng (PyPI) in $RFAAS_VENV (default build/venv)
+#   --check   install nothing; exit 1 and say what is missing
+set -euo pipefail
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${RFAAS_VENV:-$root/build/venv}
+check_only=0
+parts=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --check) check_only=1 ;;
+    build|tutorial|softroce) parts+=("$1") ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "setup.sh: unknown part or option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+[ ${#parts[@]} -gt 0 ] || { usage >&2; exit 2; }
+
+# Debian packages of each part.
+declare -A packages=(
+  [build]="cmake libclang-dev"
+  [tutorial]="jq iproute2 curl"
+  # busybox-static: virtme-ng's guest init; linux-image-amd64: the guest's kernel (rdma_rxe).
+  [softroce]="qemu-system-x86 linux-image-amd64 busybox-static python3-venv rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest"
+)
+
+missing_pkgs=()
+for part in "${parts[@]}"; do
+  for pkg in ${packages[$part]}; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || missing_pkgs+=("$pkg")
+  done
+done
+need_wasm=0
+need_venv=0
+for part in "${parts[@]}"; do
+  case "$part" in
+    build)
+      rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || need_wasm=1 ;;
+    softroce)
+      [ -x "$venv/bin/vng" ] || need_venv=1 ;;
+  esac
+done
+
+if [ ${#missing_pkgs[@]} -eq 0 ] && [ $need_wasm = 0 ] && [ $need_venv = 0 ]; then
+  exit 0
+fi
+
+commands=()
+[ ${#missing_pkgs[@]} -gt 0 ] &&
+  commands+=("apt-get update && apt-get install -y ${missing_pkgs[*]}")
+[ $need_wasm = 1 ] && commands+=("rustup target add wasm32-unknown-unknown")
+[ $need_venv = 1 ] && commands+=("python3 -m venv $venv && $venv/bin/pip install virtme-ng==1.42")
+
+if [ $check_only = 1 ] || { [ ${#missing_pkgs[@]} -gt 0 ] && [ "$(id -u)" != 0 ]; }; then
+  echo "setup.sh: missing for ${parts[*]}; run:" >&2
+  for c in "${commands[@]}"; do echo "  $c" >&2; done
+  exit 1
+fi
+
+if [ ${#missing_pkgs[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${missing_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing_pkgs[@]}" >/dev/null
+fi
+if [ $need_wasm = 1 ]; then
+  echo "==> adding the wasm32-unknown-unknown target" >&2
+  rustup target add wasm32-unknown-unknown
+fi
+if [ $need_venv = 1 ]; then
+  echo "==> installing virtme-ng into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q virtme-ng==1.42
+fi
