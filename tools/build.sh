@@ -23,16 +23,13 @@ done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+tools/setup.sh build
 cargo_flags=()
 [ "$profile" = release ] && cargo_flags+=(--release)
 
 echo "==> building the workspace ($profile)" >&2
 cargo build "${cargo_flags[@]}" "${features[@]}" --workspace --bins
 cargo build "${cargo_flags[@]}" -p functions
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  echo "build.sh: the wasm32-unknown-unknown target is missing; run: rustup target add wasm32-unknown-unknown" >&2
-  exit 1
-fi
 echo "==> building functions.wasm" >&2
 cargo build --release --target wasm32-unknown-unknown --manifest-path functions-wasm/Cargo.toml \
   --target-dir functions-wasm/target

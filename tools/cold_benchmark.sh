@@ -31,6 +31,7 @@ done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+tools/setup.sh build tutorial
 [ "$do_build" = 1 ] && tools/build.sh "$build"
 mkdir -p "$out"
 build=$(cd "$build" && pwd) out=$(cd "$out" && pwd)

@@ -5,8 +5,8 @@
 #
 # Usage: tools/setup.sh [--check] PART...
 #   build     compiling the workspace: cmake + libclang (the verbs provider's bindings),
-#             the wasm32-unknown-unknown target (functions.wasm)
-#   tutorial  the tutorial's commands: jq, iproute2 (device_generator.sh), curl
+#             jq (tools/build.sh), the wasm32-unknown-unknown target (functions.wasm)
+#   tutorial  the tutorial's commands: iproute2 (device_generator.sh), curl
 #   softroce  the SoftRoCE guest of tools/softroce.sh: QEMU, a Debian kernel with rdma_rxe,
 #             rdma-core and perftest, and virtme-ng (PyPI) in $RFAAS_VENV (default build/venv)
 #   --check   install nothing; exit 1 and say what is missing
@@ -30,8 +30,8 @@ done
 
 # Debian packages of each part.
 declare -A packages=(
-  [build]="cmake libclang-dev"
-  [tutorial]="jq iproute2 curl"
+  [build]="cmake libclang-dev jq"
+  [tutorial]="iproute2 curl"
   # busybox-static: virtme-ng's guest init; linux-image-amd64: the guest's kernel (rdma_rxe).
   [softroce]="qemu-system-x86 linux-image-amd64 busybox-static python3-venv rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest"
 )

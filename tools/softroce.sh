@@ -20,9 +20,11 @@ set -euo pipefail
 device=rxe0 netdev=veth0 address=10.99.0.1
 
 if [ "${1:-}" = --in-guest ]; then
-  # The command comes NUL-separated in a file: virtme-ng hands its command line to sh -c,
-  # which would mangle arguments that are not plain words.
+  # The host's PATH and the command come NUL-separated in a file: virtme-ng hands its command
+  # line to sh -c, which would mangle arguments that are not plain words.
   mapfile -d '' -t command < "$2"
+  export PATH=${command[0]}
+  command=("${command[@]:1}")
   # The first bytes a guest writes to its console can be lost; let it settle first.
   sleep 1
   modprobe rdma_rxe
@@ -105,7 +107,7 @@ done
 mkdir -p "$root/build"
 command_file=$(mktemp "$root/build/softroce-command.XXXXXX")
 trap 'rm -f "$command_file"' EXIT
-[ $# -eq 0 ] || printf '%s\0' "$@" > "$command_file"
+printf '%s\0' "$PATH" "$@" > "$command_file"
 export PATH="$venv/bin:$PATH"
 echo "==> booting $(basename "$kernel") under QEMU ($cpus CPUs, $memory${kvm:+, TCG})" >&2
 vng "${vng_args[@]}" -- "cd $(printf '%q' "$PWD") && $(printf '%q' "$root/tools/softroce.sh") --in-guest $(printf '%q' "$command_file")"
