@@ -110,4 +110,11 @@ trap 'rm -f "$command_file"' EXIT
 printf '%s\0' "$PATH" "$@" > "$command_file"
 export PATH="$venv/bin:$PATH"
 echo "==> booting $(basename "$kernel") under QEMU ($cpus CPUs, $memory${kvm:+, TCG})" >&2
-vng "${vng_args[@]}" -- "cd $(printf '%q' "$PWD") && $(printf '%q' "$root/tools/softroce.sh") --in-guest $(printf '%q' "$command_file")"
+guest_command="cd $(printf '%q' "$PWD") && $(printf '%q' "$root/tools/softroce.sh") --in-guest $(printf '%q' "$command_file")"
+if [ $# -eq 0 ]; then
+  vng "${vng_args[@]}" -- "$guest_command"
+else
+  # QEMU leaves a long run of spaces on the console when the guest powers off.
+  set -o pipefail
+  vng "${vng_args[@]}" -- "$guest_command" | sed -E 's/ {80,}//'
+fi
