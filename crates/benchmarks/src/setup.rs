@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use rdmalib::{DeviceConfig, DeviceDatabase};
-use rfaas::config::{BenchmarkConfig, ExecutorsDatabase, load_json};
-use rfaas::{AllocationSpec, Executor, Lease};
+use rdmalib::DeviceDatabase;
+use rfaas::{AllocationSpec, Endpoint, Executor, Lease};
+use rfaas_protocol::config::{BenchmarkConfig, ExecutorsDatabase, load_json};
 
 /// How long the resource manager may take to grant a lease.
 const LEASE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,8 +51,8 @@ pub struct InvocationArgs {
 pub struct Client {
     /// `benchmark.json`.
     pub config: BenchmarkConfig,
-    /// This side's device.
-    pub device: DeviceConfig,
+    /// This side's device, shared by its leases and allocations.
+    pub endpoint: Endpoint,
     /// The function library's bytes.
     pub code: Vec<u8>,
     executors: Option<ExecutorsDatabase>,
@@ -63,7 +63,7 @@ impl Client {
     pub fn load(args: &ClientArgs) -> Result<Client> {
         let config: BenchmarkConfig = load_json(&args.config, "benchmark configuration")?;
         let devices = DeviceDatabase::load(&args.device_database)?;
-        let device = devices.get_or_first(&config.config.rdma_device)?.clone();
+        let endpoint = Endpoint::open(devices.get_or_first(&config.config.rdma_device)?)?;
         let code = std::fs::read(&args.functions).with_context(|| {
             format!(
                 "cannot read the function library {}",
@@ -76,7 +76,7 @@ impl Client {
         };
         Ok(Client {
             config,
-            device,
+            endpoint,
             code,
             executors,
         })
@@ -109,7 +109,7 @@ impl Client {
                 let deadline = Instant::now() + LEASE_TIMEOUT;
                 loop {
                     let lease = Lease::from_resource_manager(
-                        &self.device,
+                        &self.endpoint,
                         address,
                         b.numcores,
                         b.memory,
@@ -163,7 +163,7 @@ impl Client {
     pub fn allocate(&self, max_payload: u32, input_buf_count: u16) -> Result<Executor> {
         let lease = self.lease()?;
         let spec = self.spec(max_payload, input_buf_count);
-        Executor::allocate(&self.device, &lease, &self.code, &spec).with_context(|| {
+        Executor::allocate(&self.endpoint, &lease, &self.code, &spec).with_context(|| {
             format!(
                 "allocating an executor on {} ({})",
                 lease.node, lease.address

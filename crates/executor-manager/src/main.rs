@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use rfaas::config::{ExecutorManagerConfig, load_json};
+use rfaas_protocol::config::{ExecutorManagerConfig, load_json};
 
 /// Accepts rFaaS clients and starts executors for them.
 #[derive(Parser, Debug)]
@@ -31,7 +31,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::cli::run("executor_manager", args.verbose, || run(&args))
+    rfaas_cli::run("executor_manager", args.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -53,6 +53,6 @@ fn run(args: &Args) -> Result<()> {
         &config.executor,
         args.verbose,
     )?;
-    rfaas::signals::install_shutdown_handler();
+    rfaas_cli::install_shutdown_handler();
     manager::Manager::start(&device, &config, launcher, args.skip_resource_manager)?.run()
 }

@@ -10,12 +10,13 @@ use rdmalib::{
     Access, CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, Listener,
     MemoryRegion, Opcode, ProtectionDomain, QpConfig,
 };
-use rfaas::config::ExecutorManagerConfig;
-use rfaas::mailbox::Mailbox;
-use rfaas::protocol::{
-    AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, LeaseClosed,
-    MessageKind, ProtocolError, Role, billing,
+use rfaas_protocol::config::ExecutorManagerConfig;
+use rfaas_protocol::control::{
+    AllocationRequest, AllocationResponse, AllocationStatus, BillingRecord, ExecutorExit, Hello,
+    LeaseClosed, MessageKind, Role, billing,
 };
+use rfaas_protocol::mailbox::Mailbox;
+use rfaas_protocol::{ProtocolError, Record};
 
 use crate::resource_manager::ResourceManagerLink;
 use crate::spawn::{Launcher, describe_exit};
@@ -108,7 +109,7 @@ impl Manager {
 
     pub fn run(mut self) -> Result<()> {
         let mut wcs = [Completion::default(); 16];
-        while !rfaas::signals::shutdown_requested() {
+        while !rfaas_cli::shutdown_requested() {
             let mut busy = false;
             while let Some(event) = self.listener.get_event(Some(Duration::ZERO))? {
                 self.on_event(event);
@@ -224,8 +225,11 @@ impl Manager {
             .accounting
             .remote()
             .offset(record_offset(allocation_id) as u32);
-        let mut data = record.addr.to_le_bytes().to_vec();
-        data.extend_from_slice(&record.rkey.to_le_bytes());
+        let data = BillingRecord {
+            addr: record.addr,
+            rkey: record.rkey,
+        }
+        .encode();
         let qp = QpConfig::new(&self.billing_cq, &self.billing_cq).background_progress(true);
         match req.accept(&self.pd, &qp, &data) {
             Ok(conn) => alloc.billing = Some(conn),

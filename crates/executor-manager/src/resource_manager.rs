@@ -10,11 +10,12 @@ use anyhow::{Context as _, Result, bail};
 use rdmalib::{
     Completion, CompletionQueue, Connection, Context, Opcode, ProtectionDomain, QpConfig,
 };
-use rfaas::config::ManagerSection;
-use rfaas::mailbox::Mailbox;
-use rfaas::protocol::{
-    Hello, LeaseAck, LeaseClosed, LeaseNotice, MessageKind, NodeRegistration, Role,
+use rfaas_protocol::Record;
+use rfaas_protocol::config::ManagerSection;
+use rfaas_protocol::control::{
+    Hello, LeaseAck, LeaseClosed, LeaseNotice, MessageKind, NodeRegistration,
 };
+use rfaas_protocol::mailbox::Mailbox;
 
 /// Receive slots on the link.
 const SLOTS: usize = 8;
@@ -59,12 +60,7 @@ impl ResourceManagerLink {
             })?;
         let send_cq = ctx.create_cq(16)?;
         let recv_cq = ctx.create_cq(64)?;
-        let hello = Hello {
-            role: Role::ExecutorManager,
-            allocation_id: 0,
-            thread: 0,
-            secret: config.resource_manager_secret,
-        };
+        let hello = Hello::executor_manager(config.resource_manager_secret);
         let conn = ctx
             .connect(
                 pd,
@@ -76,7 +72,7 @@ impl ResourceManagerLink {
                 rdmalib::Error::Rejected { private_data } => {
                     anyhow::anyhow!(
                         "the resource manager at {address} refused us: {}",
-                        rfaas::protocol::private_text(&private_data)
+                        rfaas_protocol::control::private_text(&private_data)
                     )
                 }
                 other => anyhow::anyhow!("cannot reach the resource manager at {address}: {other}"),

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 
 use anyhow::{Context as _, Result};
-use rfaas::config::ExecutorSection;
-use rfaas::protocol::AllocationRequest;
+use rfaas_protocol::config::ExecutorSection;
+use rfaas_protocol::control::AllocationRequest;
 
 /// Builds and starts executor processes.
 pub struct Launcher {

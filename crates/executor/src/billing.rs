@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use rdmalib::{Access, Context, ProtectionDomain, QpConfig, RemoteBuffer, SendFlags};
-use rfaas::protocol::{Hello, Role, billing};
+use rfaas_protocol::Record;
+use rfaas_protocol::control::{BillingRecord, Hello, billing};
 
 use crate::worker::WorkerStats;
 
@@ -20,24 +21,16 @@ pub fn report(
     stats: &WorkerStats,
 ) -> Result<()> {
     let cq = ctx.create_cq(8)?;
-    let hello = Hello {
-        role: Role::ExecutorBilling,
-        allocation_id,
-        thread: 0,
-        secret: 0,
-    };
     let conn = ctx
-        .connect(pd, manager, &QpConfig::new(&cq, &cq), &hello.encode())
+        .connect(
+            pd,
+            manager,
+            &QpConfig::new(&cq, &cq),
+            &Hello::billing(allocation_id).encode(),
+        )
         .with_context(|| format!("connecting to the manager at {manager} for billing"))?;
-    let record = conn.peer_private_data();
-    if record.len() < 12 {
-        bail!(
-            "the manager sent no accounting record ({} bytes of private data)",
-            record.len()
-        );
-    }
-    let addr = u64::from_le_bytes(record[..8].try_into().expect("8 bytes"));
-    let rkey = u32::from_le_bytes(record[8..12].try_into().expect("4 bytes"));
+    let BillingRecord { addr, rkey } = BillingRecord::decode(conn.peer_private_data())
+        .context("the manager sent no accounting record")?;
     let old_values = pd.register(24, Access::LOCAL_WRITE)?;
     let counters = [
         (billing::HOT_POLLING_NS, stats.hot_polling_ns),

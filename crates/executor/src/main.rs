@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use function_library::FunctionLibrary;
-use rdmalib::{
-    Access, CompletionQueue, Connection, Context, DeviceDatabase, Opcode, QpConfig, SendFlags,
-};
-use rfaas::protocol::{Hello, MessageKind, Role, Sandbox as SandboxKind, ThreadReady};
+use function_library::{FunctionLibrary, Kind};
+use rdmalib::{Access, CompletionQueue, Connection, Context, DeviceDatabase, Opcode, QpConfig};
+use rfaas_protocol::Record;
+use rfaas_protocol::control::{Hello, MessageKind, ThreadReady};
+use rfaas_protocol::invocation::{SEND_QUEUE_DEPTH, connection_receives};
+use rfaas_protocol::mailbox::{CODE_WR_ID, Mailbox, SEND_WR_ID};
 
 use crate::native::{NativeLibrary, NativeSandbox};
 use crate::sandbox::{Sandbox, SlotLayout};
@@ -57,7 +58,7 @@ struct Args {
     code_size: u32,
     /// Sandbox: native or wasm.
     #[arg(long, default_value = "native")]
-    sandbox: String,
+    sandbox: Kind,
     /// -1 always hot, 0 always warm, >0 ms of idle hot polling before sleeping.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     hot_timeout: i32,
@@ -80,7 +81,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::cli::run("executor", args.verbose, || run(&args))
+    rfaas_cli::run("executor", args.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -88,11 +89,6 @@ fn run(args: &Args) -> Result<()> {
     let device = db.get_or_first(&args.device)?;
     let ctx = Context::open(device)?;
     let pd = ctx.alloc_pd()?;
-    let sandbox_kind = match args.sandbox.as_str() {
-        "native" => SandboxKind::Native,
-        "wasm" => SandboxKind::Wasm,
-        other => bail!("unknown sandbox {other:?}; expected native or wasm"),
-    };
     if args.cores == 0 || args.input_buf_count == 0 {
         bail!("an executor needs at least one core and one input buffer");
     }
@@ -101,18 +97,16 @@ fn run(args: &Args) -> Result<()> {
         max_payload: args.max_payload as usize,
     };
 
+    let receives = connection_receives(layout.slot_count as u32);
     let mut threads = Vec::with_capacity(args.cores as usize);
     for thread in 0..args.cores {
-        let cq = ctx.create_cq(layout.slot_count as u32 * 4 + 16)?;
-        let hello = Hello {
-            role: Role::Executor,
-            allocation_id: args.allocation_id,
-            thread,
-            secret: 0,
-        };
+        // Room for every request the connection can have outstanding.
+        let cq = ctx.create_cq(receives + SEND_QUEUE_DEPTH)?;
         let qp = QpConfig::new(&cq, &cq)
             .max_inline_data(device.max_inline_data)
-            .max_recv_wr(layout.slot_count as u32 * 2 + 4);
+            .max_send_wr(SEND_QUEUE_DEPTH)
+            .max_recv_wr(receives);
+        let hello = Hello::executor(args.allocation_id, thread);
         let conn = ctx
             .connect(&pd, args.client, &qp, &hello.encode())
             .with_context(|| {
@@ -134,38 +128,36 @@ fn run(args: &Args) -> Result<()> {
         &threads[0].0,
         &threads[0].1,
         args.code_size,
-        sandbox_kind,
+        args.sandbox,
     )
     .inspect_err(|e| report_failure(&pd, &threads, &format!("{e:#}")))?;
-    let sandboxes: Vec<Box<dyn Sandbox>> =
-        match build_sandboxes(&pd, &code, &library, sandbox_kind, layout, args) {
-            Ok(s) => s,
-            Err(e) => {
-                report_failure(&pd, &threads, &format!("{e:#}"));
-                return Err(e);
-            }
-        };
+    let sandboxes: Vec<Box<dyn Sandbox>> = match build_sandboxes(&pd, &code, &library, layout, args)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            report_failure(&pd, &threads, &format!("{e:#}"));
+            return Err(e);
+        }
+    };
     drop(code);
 
     let mut handles = Vec::with_capacity(threads.len());
     for (thread, ((conn, cq), sandbox)) in threads.into_iter().zip(sandboxes).enumerate() {
         let ready = ThreadReady {
-            result: Ok(()),
             thread: thread as u16,
             input_addr: sandbox.input().addr(),
             input_rkey: sandbox.input().rkey(),
             slot_size: layout.slot_size() as u32,
             slot_count: layout.slot_count as u16,
             function_count: library.functions().len() as u16,
+            error: None,
         };
-        let announcement = ready.encode();
-        let ready_message = pd.register(announcement.len(), Access::LOCAL_WRITE)?;
-        ready_message.write(0, &announcement)?;
         let worker = Worker {
             thread: thread as u16,
             conn,
             cq,
-            ready_message,
+            ready,
+            mailbox: Mailbox::new(&pd, 1, 1)?,
             sandbox,
             layout,
             polling: Polling::from_hot_timeout(args.hot_timeout),
@@ -214,13 +206,13 @@ fn receive_code(
     conn: &Connection,
     cq: &CompletionQueue,
     code_size: u32,
-    kind: SandboxKind,
+    kind: Kind,
 ) -> Result<(Vec<u8>, FunctionLibrary)> {
     if code_size == 0 {
         bail!("the allocation announces an empty function library");
     }
     let buf = pd.register(code_size as usize, Access::LOCAL_WRITE)?;
-    conn.post_recv(u64::MAX, buf.sge(0, code_size as usize)?)?;
+    conn.post_recv(CODE_WR_ID, buf.sge(0, code_size as usize)?)?;
     let wc = cq
         .wait_one(Some(CODE_TIMEOUT))?
         .with_context(|| format!("the client sent no code within {CODE_TIMEOUT:?}"))?;
@@ -229,11 +221,7 @@ fn receive_code(
     }
     let mut code = vec![0u8; wc.byte_len as usize];
     buf.read(0, &mut code)?;
-    let expected = match kind {
-        SandboxKind::Native => function_library::Kind::Native,
-        SandboxKind::Wasm => function_library::Kind::Wasm,
-    };
-    let library = FunctionLibrary::inspect_as(&code, expected)?;
+    let library = FunctionLibrary::inspect_as(&code, kind)?;
     tracing::info!(
         "Received {} bytes of {kind} code with functions {:?}",
         code.len(),
@@ -246,12 +234,11 @@ fn build_sandboxes(
     pd: &rdmalib::ProtectionDomain,
     code: &[u8],
     library: &FunctionLibrary,
-    kind: SandboxKind,
     layout: SlotLayout,
     args: &Args,
 ) -> Result<Vec<Box<dyn Sandbox>>> {
-    match kind {
-        SandboxKind::Native => {
+    match args.sandbox {
+        Kind::Native => {
             let lib = NativeLibrary::load(code, library.functions())?;
             (0..args.cores)
                 .map(|_| {
@@ -259,7 +246,7 @@ fn build_sandboxes(
                 })
                 .collect()
         }
-        SandboxKind::Wasm => {
+        Kind::Wasm => {
             wasm::build_wasm_sandboxes(pd, code, library, layout, args.cores, args.time_limit_ms)
         }
     }
@@ -272,42 +259,28 @@ fn report_failure(
     why: &str,
 ) {
     for (thread, (conn, cq)) in threads.iter().enumerate() {
-        let ready = ThreadReady {
-            result: Err(why.to_string()),
-            thread: thread as u16,
-            input_addr: 0,
-            input_rkey: 0,
-            slot_size: 0,
-            slot_count: 0,
-            function_count: 0,
-        };
-        if let Err(e) = send_message(pd, conn, cq, MessageKind::ThreadReady, &ready.encode()) {
+        let ready = ThreadReady::failed(thread as u16, why);
+        if let Err(e) = send_and_wait(pd, conn, cq, MessageKind::ThreadReady, &ready.encode()) {
             tracing::warn!("could not tell the client why the allocation failed: {e:#}");
         }
     }
 }
 
 /// Sends a control message and waits until it is delivered.
-fn send_message(
+fn send_and_wait(
     pd: &rdmalib::ProtectionDomain,
     conn: &Connection,
     cq: &CompletionQueue,
     kind: MessageKind,
     payload: &[u8],
 ) -> Result<()> {
-    let buf = pd.register(payload.len().max(1), Access::LOCAL_WRITE)?;
-    buf.write(0, payload)?;
-    conn.post_send(
-        u64::MAX - 1,
-        buf.sge(0, payload.len())?,
-        Some(kind as u32),
-        SendFlags::SIGNALED,
-    )?;
+    let mailbox = Mailbox::new(pd, 1, 1)?;
+    mailbox.send(conn, kind, payload)?;
     loop {
         let wc = cq
             .wait_one(Some(Duration::from_secs(10)))?
             .context("the client did not take a control message")?;
-        if wc.wr_id == u64::MAX - 1 {
+        if wc.wr_id == SEND_WR_ID {
             if !wc.is_ok() {
                 bail!("sending a control message failed: {:?}", wc.status);
             }

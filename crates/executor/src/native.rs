@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use rdmalib::{Access, MemoryRegion, ProtectionDomain};
-use rfaas::protocol::ReturnCode;
+use rfaas_protocol::invocation::ReturnCode;
 
 use crate::sandbox::{Sandbox, SlotLayout};
 

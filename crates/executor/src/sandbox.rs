@@ -2,7 +2,7 @@
 //! way to run function `i` on slot `s`.
 
 use rdmalib::MemoryRegion;
-use rfaas::protocol::{INPUT_HEADER_LEN, ReturnCode};
+use rfaas_protocol::invocation::{INPUT_HEADER_LEN, ReturnCode};
 
 /// How a thread's input and output buffers are cut into slots.
 #[derive(Clone, Copy, Debug)]

@@ -36,7 +36,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use function_library::FunctionLibrary;
 use rdmalib::{Access, MemoryRegion, ProtectionDomain};
-use rfaas::protocol::ReturnCode;
+use rfaas_protocol::invocation::ReturnCode;
 use wasmtime::{
     Config, Engine, ExternType, Instance, InstanceAllocationStrategy, Module, Store, Trap,
     TypedFunc, ValType,

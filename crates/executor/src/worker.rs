@@ -5,17 +5,17 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use rdmalib::{
-    Completion, CompletionQueue, Connection, MemoryRegion, Opcode, RemoteBuffer, SendFlags, Status,
+use rdmalib::{Completion, CompletionQueue, Connection, Opcode, RemoteBuffer, SendFlags, Status};
+use rfaas_protocol::Record;
+use rfaas_protocol::control::{MessageKind, ThreadReady};
+use rfaas_protocol::invocation::{
+    INPUT_HEADER_LEN, InputHeader, ReturnCode, invocation_receives, parse_invocation_imm,
+    result_imm,
 };
-use rfaas::protocol::{
-    INPUT_HEADER_LEN, InputHeader, MessageKind, ReturnCode, parse_invocation_imm, result_imm,
-};
+
+use rfaas_protocol::mailbox::Mailbox;
 
 use crate::sandbox::{Sandbox, SlotLayout};
-
-/// Every this many results one is signaled, so the send queue drains on every provider.
-const SIGNAL_EVERY: u64 = 32;
 
 /// What one thread did, for billing.
 #[derive(Clone, Copy, Debug, Default)]
@@ -61,8 +61,10 @@ pub struct Worker<S> {
     pub thread: u16,
     pub conn: Connection,
     pub cq: CompletionQueue,
-    /// The encoded `ThreadReady`, sent once the receives are posted (its whole length).
-    pub ready_message: MemoryRegion,
+    /// The thread's announcement, sent once its receives are posted.
+    pub ready: ThreadReady,
+    /// Where the announcement is sent from.
+    pub mailbox: Mailbox,
     pub sandbox: S,
     pub layout: SlotLayout,
     pub polling: Polling,
@@ -120,10 +122,7 @@ impl<S: Sandbox> Worker<S> {
                     continue;
                 }
                 let started = Instant::now();
-                let flags = SendFlags {
-                    signaled: results_sent % SIGNAL_EVERY == SIGNAL_EVERY - 1,
-                    ..SendFlags::UNSIGNALED
-                };
+                let flags = SendFlags::selective(results_sent);
                 let empty = self.sandbox.input().sge(0, 0)?;
                 // On a connection the client has left, both posts flush and the loop ends
                 // at that completion.
@@ -153,17 +152,12 @@ impl<S: Sandbox> Worker<S> {
     /// Posts the receives, then tells the client where the input slots are (the first
     /// invocation must find its receive; the send's completion is one the loop skips).
     fn announce(&self) -> rdmalib::Result<()> {
-        for slot in 0..self.layout.slot_count * 2 {
+        for slot in 0..invocation_receives(self.layout.slot_count as u32) {
             self.conn
-                .post_recv(slot as u64, self.sandbox.input().sge(0, 0)?)?;
+                .post_recv(u64::from(slot), self.sandbox.input().sge(0, 0)?)?;
         }
-        let ready = self.ready_message.sge(0, self.ready_message.len())?;
-        self.conn.post_send(
-            u64::MAX,
-            ready,
-            Some(MessageKind::ThreadReady as u32),
-            SendFlags::SIGNALED,
-        )
+        self.mailbox
+            .send(&self.conn, MessageKind::ThreadReady, &self.ready.encode())
     }
 
     /// Runs one invocation and sends its result; `false` when no result could be sent.

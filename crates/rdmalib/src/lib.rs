@@ -95,7 +95,7 @@ pub use error::{Error, Result};
 pub use region::{MemoryRegion, ProtectionDomain, Sge};
 pub use types::{
     Access, Completion, MAX_ACCEPT_PRIVATE_DATA, MAX_CONNECT_PRIVATE_DATA, MAX_REJECT_PRIVATE_DATA,
-    Opcode, RemoteBuffer, SendFlags, Status,
+    Opcode, RemoteBuffer, SIGNAL_EVERY, SendFlags, Status,
 };
 
 /// Whether this build can use the verbs provider and the host has at least one RDMA device.

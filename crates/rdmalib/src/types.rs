@@ -63,6 +63,10 @@ impl fmt::Debug for Access {
     }
 }
 
+/// One request in this many of a selectively signaled stream is signaled
+/// ([`SendFlags::selective`]).
+pub const SIGNAL_EVERY: u64 = 32;
+
 /// Flags of a send-side work request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SendFlags {
@@ -88,6 +92,19 @@ impl SendFlags {
         inline: false,
         solicited: false,
     };
+
+    /// The flags of request `n` (counting from 0) of a stream of which one request in
+    /// [`SIGNAL_EVERY`] is signaled: completions stay off the hot path, yet a verbs send queue,
+    /// which frees its entries only when a signaled completion is polled, never fills (as long
+    /// as `max_send_wr` exceeds [`SIGNAL_EVERY`] and the sender polls its send queue).
+    #[inline]
+    pub const fn selective(n: u64) -> SendFlags {
+        SendFlags {
+            signaled: n % SIGNAL_EVERY == SIGNAL_EVERY - 1,
+            inline: false,
+            solicited: false,
+        }
+    }
 
     /// The same flags with `inline` set to `inline`.
     pub const fn with_inline(mut self, inline: bool) -> SendFlags {

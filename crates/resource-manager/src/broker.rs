@@ -10,11 +10,12 @@ use rdmalib::{
     CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, Listener, Opcode,
     ProtectionDomain, QpConfig,
 };
-use rfaas::mailbox::Mailbox;
-use rfaas::protocol::{
+use rfaas_protocol::control::{
     Hello, LeaseAck, LeaseClosed, LeaseNotice, LeaseRequest, LeaseResponse, LeaseStatus,
-    MessageKind, NodeRegistration, ProtocolError, Role,
+    MessageKind, NodeRegistration, Role,
 };
+use rfaas_protocol::mailbox::Mailbox;
+use rfaas_protocol::{ProtocolError, Record};
 
 use resource_manager::registry::{Billing, Grant, Registry, RegistryError};
 
@@ -95,7 +96,7 @@ impl Broker {
     /// Serves until a shutdown signal arrives.
     pub fn run(mut self) -> Result<()> {
         let mut wcs = [Completion::default(); 16];
-        while !rfaas::signals::shutdown_requested() {
+        while !rfaas_cli::shutdown_requested() {
             let mut busy = false;
             while let Some(event) = self.listener.get_event(Some(Duration::ZERO))? {
                 self.on_event(event);

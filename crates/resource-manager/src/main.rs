@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use resource_manager::{HttpState, Registry, router};
-use rfaas::config::{ExecutorsDatabase, ResourceManagerConfig, load_json};
+use rfaas_protocol::config::{ExecutorsDatabase, ResourceManagerConfig, load_json};
 
 /// Leases executor cores to clients and tracks executor servers.
 #[derive(Parser, Debug)]
@@ -39,7 +39,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::cli::run("resource_manager", args.verbose, || run(&args))
+    rfaas_cli::run("resource_manager", args.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -65,7 +65,7 @@ fn run(args: &Args) -> Result<()> {
     if args.http_token.as_deref() == Some("") {
         bail!("an empty --http-token would lock /add and /remove; give a token or none");
     }
-    rfaas::signals::install_shutdown_handler();
+    rfaas_cli::install_shutdown_handler();
 
     let http_addr = format!("{}:{}", c.http_network_address, c.http_network_port);
     let state = HttpState {
@@ -83,7 +83,7 @@ fn run(args: &Args) -> Result<()> {
     tracing::info!("HTTP interface listening on {}", listener.local_addr()?);
     let http = runtime.spawn(async move {
         let shutdown = async {
-            while !rfaas::signals::shutdown_requested() {
+            while !rfaas_cli::shutdown_requested() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };

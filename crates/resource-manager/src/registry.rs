@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rfaas::config::{ExecutorNode, ExecutorsDatabase};
+use rfaas_protocol::config::{ExecutorNode, ExecutorsDatabase};
 use serde::{Deserialize, Serialize};
 
 /// What an executor server offers: the body of `POST /add`.

@@ -4,49 +4,21 @@
 
 use std::time::{Duration, Instant};
 
-use function_library::FunctionLibrary;
 use rdmalib::{
     Access, CmEvent, Completion, CompletionQueue, Connection, Context, Listener, MemoryRegion,
     Opcode, ProtectionDomain, QpConfig, SendFlags,
 };
+use rfaas_protocol::MAX_MESSAGE_LEN;
+use rfaas_protocol::Record;
+use rfaas_protocol::control::{
+    AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, MessageKind,
+    Role, ThreadReady, private_text,
+};
+use rfaas_protocol::mailbox::{CODE_WR_ID, Mailbox};
 
 use crate::error::{Error, Result};
-use crate::executor::{AllocationSpec, MAX_INPUT_BUFFERS};
 use crate::lease::Lease;
-use crate::mailbox::Mailbox;
-use crate::protocol::{
-    AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, MAX_MESSAGE_LEN,
-    MessageKind, Role, Sandbox, ThreadReady,
-};
-
-/// Work-request id of the code's send.
-const CODE_WR_ID: u64 = u64::MAX;
-
-/// Reads the code's functions, as the requested sandbox (or the detected one) expects.
-pub(crate) fn inspect(code: &[u8], sandbox: Option<Sandbox>) -> Result<FunctionLibrary> {
-    Ok(match sandbox {
-        None => FunctionLibrary::inspect(code)?,
-        Some(Sandbox::Native) => FunctionLibrary::inspect_as(code, function_library::Kind::Native)?,
-        Some(Sandbox::Wasm) => FunctionLibrary::inspect_as(code, function_library::Kind::Wasm)?,
-    })
-}
-
-/// Refuses a specification the lease or the protocol cannot serve.
-pub(crate) fn check(spec: &AllocationSpec, lease: &Lease) -> Result<()> {
-    if spec.cores == 0 || spec.cores > lease.cores {
-        return Err(Error::InvalidArgument(format!(
-            "asked for {} cores but the lease on {} has {}",
-            spec.cores, lease.node, lease.cores
-        )));
-    }
-    if spec.input_buf_count == 0 || spec.input_buf_count > MAX_INPUT_BUFFERS {
-        return Err(Error::InvalidArgument(format!(
-            "input_buf_count must be 1 to {MAX_INPUT_BUFFERS}, got {}",
-            spec.input_buf_count
-        )));
-    }
-    Ok(())
-}
+use crate::spec::AllocationSpec;
 
 /// What the steps after the manager's answer share.
 pub(crate) struct Handshake<'a> {
@@ -164,7 +136,7 @@ impl Handshake<'_> {
                 let mut raw = vec![0; wc.byte_len as usize];
                 ready_buf.read(wc.wr_id as usize * MAX_MESSAGE_LEN, &mut raw)?;
                 let msg = ThreadReady::decode(&raw)?;
-                if let Err(why) = &msg.result {
+                if let Some(why) = &msg.error {
                     return Err(Error::ExecutorFailed(why.clone()));
                 }
                 if let Some(slot) = ready.get_mut(msg.thread as usize) {
@@ -209,27 +181,22 @@ impl ManagerLink {
         timeout: Duration,
     ) -> Result<Self> {
         let cq = ctx.create_cq(16)?;
-        let hello = Hello {
-            role: Role::Client,
-            allocation_id: 0,
-            thread: 0,
-            secret: 0,
-        };
         let conn = ctx
             .connect(
                 pd,
                 lease.address,
                 &QpConfig::new(&cq, &cq).timeout(timeout),
-                &hello.encode(),
+                &Hello::client().encode(),
             )
             .map_err(|e| match e {
                 rdmalib::Error::Rejected { private_data } => {
-                    Error::Refused(crate::protocol::private_text(&private_data))
+                    Error::Refused(private_text(&private_data))
                 }
-                other => Error::NoExecutor(format!(
-                    "cannot reach the executor manager {} at {}: {other}",
-                    lease.node, lease.address
-                )),
+                other => Error::Unreachable {
+                    peer: format!("the executor manager {}", lease.node),
+                    addr: lease.address,
+                    reason: other.to_string(),
+                },
             })?;
         let mailbox = Mailbox::new(pd, 4, 1)?;
         mailbox.post_receives(&conn)?;
@@ -251,10 +218,11 @@ impl ManagerLink {
         let response = loop {
             let wc = wait(&self.cq, timeout, "the executor manager's answer")?;
             if !wc.is_ok() {
-                return Err(Error::NoExecutor(format!(
-                    "the executor manager at {} closed the connection",
-                    lease.address
-                )));
+                return Err(Error::Unreachable {
+                    peer: format!("the executor manager {}", lease.node),
+                    addr: lease.address,
+                    reason: "it closed the connection".into(),
+                });
             }
             if wc.opcode == Some(Opcode::Recv) {
                 let message = self.mailbox.take(&self.conn, &wc)?;

@@ -5,7 +5,7 @@
 use rdmalib::{Access, MemoryRegion, ProtectionDomain};
 
 use crate::error::{Error, Result};
-use crate::protocol::INPUT_HEADER_LEN;
+use rfaas_protocol::invocation::INPUT_HEADER_LEN;
 
 /// A registered input buffer: `[header][payload]`. One call at a time may use it.
 pub struct InputBuffer {

@@ -1,6 +1,9 @@
 //! Errors of the client library.
 
-use crate::protocol::{ProtocolError, ReturnCode};
+use std::net::SocketAddr;
+
+use rfaas_protocol::ProtocolError;
+use rfaas_protocol::invocation::ReturnCode;
 
 /// Result alias of the client library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,14 +20,25 @@ pub enum Error {
     /// The function library cannot be used (or has no such function).
     #[error(transparent)]
     Code(#[from] function_library::Error),
-    /// No executor server can take the request.
+    /// No executor server in the executors database fits the request.
     #[error("{0}")]
     NoExecutor(String),
-    /// Every executor server is busy right now (leases return when allocations end).
+    /// Every executor server is busy right now; leases return when allocations end, so asking
+    /// again later may succeed.
     #[error("{0}")]
     NoResources(String),
-    /// The executor manager refused the allocation.
-    #[error("the executor manager refused the allocation: {0}")]
+    /// A manager cannot be reached, or closed the connection.
+    #[error("cannot reach {peer} at {addr}: {reason}")]
+    Unreachable {
+        /// Who: "the executor manager exec-mgr-node", "the resource manager".
+        peer: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// What happened.
+        reason: String,
+    },
+    /// The executor manager or the resource manager refused the request.
+    #[error("{0}")]
     Refused(String),
     /// The executor could not load the code.
     #[error("the executor could not load the code: {0}")]
@@ -38,7 +52,26 @@ pub enum Error {
     /// The function ran but the executor reports an error.
     #[error("invocation failed: {0}")]
     Invocation(ReturnCode),
+    /// Every input slot of the executor thread is used by a call in flight; one is free again
+    /// once a result is taken.
+    #[error(
+        "all {slots} input buffers of executor thread {thread} are in use by calls in flight; wait for one or allocate more (input_buf_count)"
+    )]
+    Busy {
+        /// The executor thread.
+        thread: usize,
+        /// Its input slots.
+        slots: u16,
+    },
     /// An argument is not valid for this executor.
     #[error("{0}")]
     InvalidArgument(String),
+}
+
+impl Error {
+    /// Whether the same request may succeed later without changes: [`Error::Busy`] and
+    /// [`Error::NoResources`].
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Busy { .. } | Error::NoResources(_))
+    }
 }

@@ -1,8 +1,17 @@
 //! Leases: which executor manager to allocate on, with how many cores and how much memory.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
-use crate::config::ExecutorsDatabase;
+use rdmalib::{Opcode, QpConfig};
+use rfaas_protocol::Record;
+use rfaas_protocol::config::ExecutorsDatabase;
+use rfaas_protocol::control::{
+    Hello, LeaseRequest, LeaseResponse, LeaseStatus, MessageKind, private_text,
+};
+use rfaas_protocol::mailbox::Mailbox;
+
+use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 
 /// The right to allocate `cores` cores and `memory_mb` MiB on one executor server.
@@ -60,43 +69,37 @@ impl Lease {
 }
 
 impl Lease {
-    /// Asks the resource manager at `resource_manager` for `cores` cores and `memory_mb` MiB.
-    /// The resource manager tells the chosen node's manager about the lease before it answers.
+    /// Asks the resource manager at `resource_manager` for `cores` cores and `memory_mb` MiB,
+    /// through `endpoint`. The resource manager tells the chosen node's manager about the lease
+    /// before it answers.
     pub fn from_resource_manager(
-        device: &rdmalib::DeviceConfig,
+        endpoint: &Endpoint,
         resource_manager: SocketAddr,
         cores: u16,
         memory_mb: u32,
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Result<Lease> {
-        use crate::mailbox::Mailbox;
-        use crate::protocol::{Hello, LeaseRequest, LeaseResponse, LeaseStatus, MessageKind, Role};
-        use rdmalib::{Context, Opcode, QpConfig};
-
-        let ctx = Context::open(device)?;
+        let unreachable = |reason: String| Error::Unreachable {
+            peer: "the resource manager".into(),
+            addr: resource_manager,
+            reason,
+        };
+        let ctx = endpoint.context();
         let pd = ctx.alloc_pd()?;
         let cq = ctx.create_cq(8)?;
-        let hello = Hello {
-            role: Role::Client,
-            allocation_id: 0,
-            thread: 0,
-            secret: 0,
-        };
         let conn = ctx
             .connect(
                 &pd,
                 resource_manager,
                 &QpConfig::new(&cq, &cq).timeout(timeout),
-                &hello.encode(),
+                &Hello::client().encode(),
             )
             .map_err(|e| match e {
-                rdmalib::Error::Rejected { private_data } => Error::NoExecutor(format!(
+                rdmalib::Error::Rejected { private_data } => Error::Refused(format!(
                     "the resource manager at {resource_manager} refused the connection: {}",
-                    crate::protocol::private_text(&private_data)
+                    private_text(&private_data)
                 )),
-                other => Error::NoExecutor(format!(
-                    "cannot reach the resource manager at {resource_manager}: {other}"
-                )),
+                other => unreachable(other.to_string()),
             })?;
         let mailbox = Mailbox::new(&pd, 1, 1)?;
         mailbox.post_receives(&conn)?;
@@ -105,18 +108,16 @@ impl Lease {
             MessageKind::LeaseRequest,
             &LeaseRequest { cores, memory_mb }.encode(),
         )?;
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         let response = loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.saturating_duration_since(Instant::now());
             let wc = cq.wait_one(Some(left))?.ok_or_else(|| {
                 Error::Timeout(format!(
                     "the resource manager at {resource_manager} did not answer within {timeout:?}"
                 ))
             })?;
             if !wc.is_ok() {
-                return Err(Error::NoExecutor(format!(
-                    "the resource manager at {resource_manager} closed the connection"
-                )));
+                return Err(unreachable("it closed the connection".into()));
             }
             if wc.opcode == Some(Opcode::Recv) {
                 let message = mailbox.take(&conn, &wc)?;
@@ -148,7 +149,7 @@ impl Lease {
                 "the resource manager cannot lease {cores} core(s) and {memory_mb} MiB: {}",
                 response.message
             ))),
-            LeaseStatus::Failed => Err(Error::NoExecutor(format!(
+            LeaseStatus::Failed => Err(Error::Refused(format!(
                 "the resource manager cannot lease {cores} core(s) and {memory_mb} MiB: {}",
                 response.message
             ))),

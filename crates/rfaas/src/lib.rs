@@ -1,20 +1,25 @@
-//! The rFaaS client library and the pieces every rFaaS component shares.
+//! The rFaaS client library: lease cores on an executor server, ship a function library
+//! (native `.so` or wasm module) once, and invoke its functions by writing straight into the
+//! executor's memory — blocking, asynchronously or on all cores at once.
 //!
-//! - [`Executor`]: allocate an executor on a leased server, ship a function library (native
-//!   `.so` or wasm module), invoke its functions blocking, asynchronously or on all cores.
+//! - [`Endpoint`]: this process's device, shared by its leases and allocations.
 //! - [`Lease`]: where to allocate (from an executors database or the resource manager).
-//! - [`protocol`]: the wire contract between clients, managers and executors.
-//! - [`config`]: the seed's JSON files.
+//! - [`Executor`]: an allocation and its invocations, with registered [`InputBuffer`]s and
+//!   [`OutputBuffer`]s.
+//!
+//! The wire contract and the seed's JSON files are in `rfaas_protocol`.
 //!
 //! ```no_run
-//! use rfaas::{AllocationSpec, Executor, Lease, config};
+//! use rfaas::{AllocationSpec, Endpoint, Executor, Lease};
+//! use rfaas_protocol::config::{ExecutorsDatabase, load_json};
 //!
-//! # fn main() -> anyhow::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let devices = rdmalib::DeviceDatabase::load("devices.json")?;
-//! let db: config::ExecutorsDatabase = config::load_json("executors_database.json", "executors database")?;
+//! let endpoint = Endpoint::open(devices.get("lo")?)?;
+//! let db: ExecutorsDatabase = load_json("executors_database.json", "executors database")?;
 //! let lease = Lease::from_database(&db, 1, 256)?;
 //! let code = std::fs::read("libfunctions.so")?;
-//! let executor = Executor::allocate(devices.get("lo")?, &lease, &code, &AllocationSpec::default())?;
+//! let executor = Executor::allocate(&endpoint, &lease, &code, &AllocationSpec::default())?;
 //! let empty = executor.function("empty")?;
 //! let (input, output) = (executor.input_buffer(64)?, executor.output_buffer(64)?);
 //! input.write(b"hello")?;
@@ -28,20 +33,19 @@
 
 mod allocation;
 mod buffers;
-pub mod cli;
-pub mod config;
+mod calls;
+mod endpoint;
 mod error;
 mod executor;
 mod lease;
-pub mod logging;
-pub mod mailbox;
-pub mod protocol;
-pub mod signals;
+mod slots;
+mod spec;
 
 pub use buffers::{InputBuffer, OutputBuffer};
+pub use endpoint::Endpoint;
 pub use error::{Error, Result};
-pub use executor::{
-    AllocationSpec, AllocationTimes, Executor, FunctionId, Invocation, MAX_INPUT_BUFFERS,
-};
+pub use executor::{Executor, Invocation};
+pub use function_library::Kind;
 pub use lease::Lease;
-pub use protocol::ReturnCode;
+pub use rfaas_protocol::invocation::{MAX_INPUT_BUFFERS, ReturnCode};
+pub use spec::{AllocationSpec, AllocationTimes, FunctionId};

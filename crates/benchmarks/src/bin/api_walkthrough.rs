@@ -25,7 +25,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::cli::run("api_walkthrough", args.client.verbose, || run(&args))
+    rfaas_cli::run("api_walkthrough", args.client.verbose, || run(&args))
 }
 
 struct Step<'a> {

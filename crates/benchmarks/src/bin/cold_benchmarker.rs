@@ -50,7 +50,7 @@ const COLUMNS: [&str; 8] = [
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::cli::run("cold_benchmarker", args.client.verbose, || run(&args))
+    rfaas_cli::run("cold_benchmarker", args.client.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -71,7 +71,7 @@ fn run(args: &Args) -> Result<()> {
         let lease = client.lease()?;
         let leased = start.elapsed();
         let spec = client.spec(args.invocation.size as u32, 1);
-        let executor = Executor::allocate(&client.device, &lease, &client.code, &spec)
+        let executor = Executor::allocate(&client.endpoint, &lease, &client.code, &spec)
             .with_context(|| format!("allocating on {} ({})", lease.node, lease.address))?;
         let function = executor.function(&args.invocation.name)?;
         let (input, output) = (

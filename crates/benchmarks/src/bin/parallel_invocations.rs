@@ -21,7 +21,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::cli::run("parallel_invocations", args.client.verbose, || run(&args))
+    rfaas_cli::run("parallel_invocations", args.client.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {

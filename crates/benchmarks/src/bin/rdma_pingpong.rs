@@ -31,8 +31,6 @@ use tracing::{debug, info, warn};
 
 /// Receives kept posted on each side; every exchange consumes one and reposts it.
 const RECV_DEPTH: u32 = 64;
-/// Every this many writes is signaled, so a verbs send queue never fills with unpolled work.
-const SIGNAL_EVERY: u64 = 32;
 /// Largest payload: one registered buffer of this size on each side.
 const MAX_SIZE: u32 = 1 << 30;
 /// How long one exchange, a connection or the spawned server's start may take.
@@ -156,7 +154,7 @@ fn parse_size(text: &str) -> Result<u32, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    rfaas::cli::run("rdma_pingpong", cli.verbose, || run(&cli))
+    rfaas_cli::run("rdma_pingpong", cli.verbose, || run(&cli))
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -242,12 +240,8 @@ impl Side {
 
     /// Writes `len` bytes from the start of our buffer to the start of the peer's, with `imm`.
     fn write(&mut self, len: u32, imm: u32) -> Result<()> {
+        let flags = SendFlags::selective(self.writes).with_inline(len <= self.max_inline);
         self.writes += 1;
-        let flags = SendFlags {
-            signaled: self.writes.is_multiple_of(SIGNAL_EVERY),
-            inline: len <= self.max_inline,
-            solicited: false,
-        };
         let sge = self.mr.sge(0, len as usize)?;
         self.conn
             .post_write_with_imm(self.writes, sge, self.remote, imm, flags)

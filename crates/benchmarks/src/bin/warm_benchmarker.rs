@@ -28,7 +28,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    rfaas::cli::run("warm_benchmarker", args.client.verbose, || run(&args))
+    rfaas_cli::run("warm_benchmarker", args.client.verbose, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {

@@ -210,22 +210,22 @@ fn unknown_leases_and_oversized_requests_are_clear_errors() {
         cores: 1,
         memory_mb: 256,
     };
-    match Executor::allocate(&test_device(), &forged, &code, &AllocationSpec::default()) {
+    match Executor::allocate(&test_endpoint(), &forged, &code, &AllocationSpec::default()) {
         Err(Error::Refused(msg)) => {
             assert!(msg.contains("UnknownLease") && msg.contains("999"), "{msg}")
         }
         Err(other) => panic!("expected an unknown-lease refusal, got {other}"),
         Ok(_) => panic!("a forged lease was accepted"),
     }
-    match Lease::from_resource_manager(&test_device(), rm.rdma, 64, 256, Duration::from_secs(5)) {
+    match Lease::from_resource_manager(&test_endpoint(), rm.rdma, 64, 256, Duration::from_secs(5)) {
         Err(Error::NoResources(msg)) => assert!(msg.contains("cannot lease 64 core(s)"), "{msg}"),
         other => panic!("expected no resources, got {other:?}"),
     }
     let lease =
-        Lease::from_resource_manager(&test_device(), rm.rdma, 1, 256, Duration::from_secs(5))
+        Lease::from_resource_manager(&test_endpoint(), rm.rdma, 1, 256, Duration::from_secs(5))
             .unwrap();
     let executor =
-        Executor::allocate(&test_device(), &lease, &code, &AllocationSpec::default()).unwrap();
+        Executor::allocate(&test_endpoint(), &lease, &code, &AllocationSpec::default()).unwrap();
     assert_eq!(executor.functions().len(), 5);
 }
 
@@ -235,7 +235,7 @@ fn a_manager_that_dies_holding_a_lease_releases_it() {
     let dir = TempDir::new("manager-dies");
     let (rm, mut manager) = registered_deployment(&dir);
     let lease =
-        Lease::from_resource_manager(&test_device(), rm.rdma, 1, 256, Duration::from_secs(5))
+        Lease::from_resource_manager(&test_endpoint(), rm.rdma, 1, 256, Duration::from_secs(5))
             .unwrap();
     let leases = get_json(&rm, "/leases");
     assert_eq!(leases["leases"][0]["state"], "active", "{leases}");
@@ -255,7 +255,7 @@ fn a_manager_that_dies_holding_a_lease_releases_it() {
     let nodes = get_json(&rm, "/executors");
     assert_eq!(nodes["executors"][0]["manager_connected"], false, "{nodes}");
     assert_eq!(nodes["executors"][0]["free_cores"], 1, "{nodes}");
-    match Lease::from_resource_manager(&test_device(), rm.rdma, 1, 256, Duration::from_secs(5)) {
+    match Lease::from_resource_manager(&test_endpoint(), rm.rdma, 1, 256, Duration::from_secs(5)) {
         Err(Error::NoResources(msg)) => assert!(msg.contains("cannot lease"), "{msg}"),
         other => panic!("a node without a manager must not be leased, got {other:?}"),
     }

@@ -335,6 +335,11 @@ pub fn test_device() -> rdmalib::DeviceConfig {
     }
 }
 
+/// An endpoint on the device under test, for clients in the test process.
+pub fn test_endpoint() -> rfaas::Endpoint {
+    rfaas::Endpoint::open(&test_device()).expect("the device under test opens")
+}
+
 /// Allocates on `manager` without a resource manager.
 pub fn allocate(
     manager: &Manager,
@@ -348,7 +353,7 @@ pub fn allocate(
         cores: spec.cores,
         memory_mb: 512,
     };
-    rfaas::Executor::allocate(&test_device(), &lease, code, spec)
+    rfaas::Executor::allocate(&test_endpoint(), &lease, code, spec)
 }
 
 /// One call of `empty` on `size` bytes of `fill`; checks the bytes that come back.

@@ -233,6 +233,47 @@ fn async_and_mixed_calls() {
     }
 }
 
+/// More calls in flight than a thread has input slots: the extra one is refused as busy (a
+/// transient error), and goes through once a slot is free again.
+#[test]
+fn a_call_beyond_the_input_slots_is_busy() {
+    let _serial = serial();
+    let dir = TempDir::new("busy");
+    let manager = local_manager(&dir);
+    let code = std::fs::read(native_library()).unwrap();
+    let spec = AllocationSpec {
+        input_buf_count: 1,
+        hot_timeout_ms: 0,
+        max_payload: 64,
+        ..AllocationSpec::default()
+    };
+    let executor = allocate(&manager, &code, &spec).unwrap();
+    let sleep = executor.function("sleep").unwrap();
+    let buffers = || {
+        let input = executor.input_buffer(4).unwrap();
+        input.write(&200u32.to_le_bytes()).unwrap();
+        (input, executor.output_buffer(4).unwrap())
+    };
+    let (first_in, first_out) = buffers();
+    let (second_in, second_out) = buffers();
+    let first = executor.submit(0, sleep, &first_in, 4, &first_out).unwrap();
+    match executor.submit(0, sleep, &second_in, 4, &second_out) {
+        Err(
+            e @ Error::Busy {
+                thread: 0,
+                slots: 1,
+            },
+        ) => assert!(e.is_transient(), "{e}"),
+        Err(e) => panic!("expected busy, got {e}"),
+        Ok(_) => panic!("two calls in flight on one input slot"),
+    }
+    assert_eq!(first.wait().unwrap(), 4);
+    let second = executor
+        .submit(0, sleep, &second_in, 4, &second_out)
+        .unwrap();
+    assert_eq!(second.wait().unwrap(), 4);
+}
+
 /// A function name the library does not have: one clear error naming the available ones.
 #[test]
 fn unknown_function_name_is_a_clear_error() {

@@ -114,7 +114,7 @@ fn wrong_code_is_a_clear_error_at_allocation() {
     let native = std::fs::read(native_library()).unwrap();
     let wasm = std::fs::read(wasm_library()).unwrap();
     let as_wasm = AllocationSpec {
-        sandbox: Some(rfaas::protocol::Sandbox::Wasm),
+        sandbox: Some(rfaas::Kind::Wasm),
         ..AllocationSpec::default()
     };
     let err = allocate(&manager, &native, &as_wasm)
@@ -126,7 +126,7 @@ fn wrong_code_is_a_clear_error_at_allocation() {
         "{err}"
     );
     let as_native = AllocationSpec {
-        sandbox: Some(rfaas::protocol::Sandbox::Native),
+        sandbox: Some(rfaas::Kind::Native),
         ..AllocationSpec::default()
     };
     let err = allocate(&manager, &wasm, &as_native)

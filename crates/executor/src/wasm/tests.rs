@@ -11,7 +11,7 @@ use rdmalib::{
     Access, CmEvent, Context, DeviceConfig, Opcode, ProtectionDomain, ProviderKind, QpConfig,
     RemoteBuffer, SendFlags, Status,
 };
-use rfaas::protocol::ReturnCode;
+use rfaas_protocol::invocation::ReturnCode;
 
 use super::cache::CacheOutcome;
 use super::{Built, WasmSandbox, build};

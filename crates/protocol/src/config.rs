@@ -1,18 +1,52 @@
 //! The seed's JSON files, with its field names: `executor_manager.json`, `benchmark.json`,
 //! `executors_database.json`, `resource_manager.json`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        /// What the file should hold.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// The file is not the JSON it should be.
+    #[error("{what} {} is not valid: {source}", path.display())]
+    Parse {
+        /// What the file should hold.
+        what: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line and column.
+        source: serde_json::Error,
+    },
+}
+
 /// Reads and parses a JSON file; errors name the file and what it was expected to hold.
-pub fn load_json<T: DeserializeOwned>(path: impl AsRef<Path>, what: &str) -> anyhow::Result<T> {
+pub fn load_json<T: DeserializeOwned>(
+    path: impl AsRef<Path>,
+    what: &str,
+) -> Result<T, ConfigError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {what} {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{what} {} is not valid", path.display()))
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// `executor_manager.json`.

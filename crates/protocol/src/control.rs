@@ -1,0 +1,479 @@
+//! Control records: the [`Hello`] in every connection request's private data, and the
+//! records of the allocation, lease and billing exchanges, sent as two-sided messages whose
+//! immediate is their [`MessageKind`] ([`crate::mailbox`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use function_library::Kind;
+
+use crate::record::{Field, ProtocolError, Reader, Writer, record, wire_enum};
+
+/// Version of the control protocol; both ends of every connection must speak the same.
+pub const PROTOCOL_VERSION: u16 = 2;
+const MAGIC: [u8; 4] = *b"RFAS";
+
+/// The start of every [`Hello`]: the magic and [`PROTOCOL_VERSION`], checked before anything
+/// else, so a stranger or a peer of another version gets a clear error.
+#[derive(Default)]
+pub struct Preamble;
+
+impl Field for Preamble {
+    const MAX_LEN: usize = 6;
+    fn put(&self, w: &mut Writer) {
+        w.bytes(&MAGIC);
+        PROTOCOL_VERSION.put(w);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        if r.array::<4>()? != MAGIC {
+            return Err(ProtocolError::BadMagic);
+        }
+        match u16::get(r)? {
+            PROTOCOL_VERSION => Ok(Preamble),
+            peer => Err(ProtocolError::Version { peer }),
+        }
+    }
+}
+
+wire_enum! {
+    /// Who opens a connection.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Role: u8 ("role") {
+        /// A client connecting to an executor manager or the resource manager.
+        Client = 1,
+        /// An executor thread connecting back to its client.
+        Executor = 2,
+        /// An executor manager registering with the resource manager.
+        ExecutorManager = 3,
+        /// An executor connecting to its manager for billing.
+        ExecutorBilling = 4,
+    }
+}
+
+record! {
+    /// The connection request's private data (within the 56-byte limit).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Hello("hello", preamble Preamble) {
+        /// Who connects.
+        pub role: Role,
+        /// Allocation the connection belongs to (executors), or 0.
+        pub allocation_id: u32,
+        /// Executor thread index, or 0.
+        pub thread: u16,
+        /// The shared secret for managers, 0 otherwise.
+        pub secret: u32,
+    }
+}
+
+const _: () = assert!(
+    Preamble::MAX_LEN + 1 + 4 + 2 + 4 <= rdmalib::MAX_CONNECT_PRIVATE_DATA,
+    "a hello must fit a connection request's private data"
+);
+
+impl Hello {
+    /// A client connecting to an executor manager or the resource manager.
+    pub fn client() -> Hello {
+        Hello::with(Role::Client, 0, 0, 0)
+    }
+
+    /// Executor thread `thread` of allocation `allocation_id` connecting back to its client.
+    pub fn executor(allocation_id: u32, thread: u16) -> Hello {
+        Hello::with(Role::Executor, allocation_id, thread, 0)
+    }
+
+    /// An executor manager registering with the resource manager.
+    pub fn executor_manager(secret: u32) -> Hello {
+        Hello::with(Role::ExecutorManager, 0, 0, secret)
+    }
+
+    /// The executor of allocation `allocation_id` reporting its billing to its manager.
+    pub fn billing(allocation_id: u32) -> Hello {
+        Hello::with(Role::ExecutorBilling, allocation_id, 0, 0)
+    }
+
+    fn with(role: Role, allocation_id: u32, thread: u16, secret: u32) -> Hello {
+        Hello {
+            role,
+            allocation_id,
+            thread,
+            secret,
+        }
+    }
+}
+
+wire_enum! {
+    /// The immediate of a control send: which record its payload is.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum MessageKind: u32 ("message kind") {
+        /// [`AllocationRequest`], client → manager.
+        AllocationRequest = 1,
+        /// [`AllocationResponse`], manager → client.
+        AllocationResponse = 2,
+        /// The function library bytes, client → executor thread 0.
+        Code = 3,
+        /// [`ThreadReady`], executor thread → client.
+        ThreadReady = 4,
+        /// [`ExecutorExit`], manager → client.
+        ExecutorExit = 5,
+        /// [`NodeRegistration`], manager → resource manager.
+        NodeRegistration = 6,
+        /// [`LeaseRequest`], client → resource manager.
+        LeaseRequest = 7,
+        /// [`LeaseResponse`], resource manager → client.
+        LeaseResponse = 8,
+        /// [`LeaseNotice`], resource manager → manager.
+        LeaseNotice = 9,
+        /// [`LeaseAck`], manager → resource manager.
+        LeaseAck = 10,
+        /// [`LeaseClosed`], manager → resource manager.
+        LeaseClosed = 11,
+    }
+}
+
+/// Which sandbox runs an allocation's functions: the kind of its code.
+impl Field for Kind {
+    const MAX_LEN: usize = 1;
+    fn put(&self, w: &mut Writer) {
+        let raw: u8 = match self {
+            Kind::Native => 1,
+            Kind::Wasm => 2,
+        };
+        raw.put(w);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        match u8::get(r)? {
+            1 => Ok(Kind::Native),
+            2 => Ok(Kind::Wasm),
+            v => Err(r.invalid("sandbox", v.into())),
+        }
+    }
+}
+
+record! {
+    /// A client asks an executor manager for an executor.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct AllocationRequest("allocation request") {
+        /// The lease from the resource manager; 0 without one (`--skip-resource-manager`).
+        pub lease_id: u32,
+        /// Executor threads (leased cores).
+        pub cores: u16,
+        /// Input slots per thread.
+        pub input_buf_count: u16,
+        /// -1 always hot, 0 always warm, >0 ms of idle hot polling before sleeping.
+        pub hot_timeout_ms: i32,
+        /// Largest payload per invocation, in bytes.
+        pub max_payload: u32,
+        /// Size of the function library the client will send.
+        pub code_size: u32,
+        /// Memory in MiB.
+        pub memory_mb: u32,
+        /// Sandbox of the code.
+        pub sandbox: Kind,
+        /// Per-invocation time limit in ms for wasm functions; 0 for none.
+        pub time_limit_ms: u32,
+        /// Where the executor connects back to.
+        pub client: SocketAddr,
+    }
+}
+
+wire_enum! {
+    /// Outcome of an allocation request.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum AllocationStatus: u8 ("status") {
+        /// The executor is being started; it connects back.
+        Accepted = 0,
+        /// The manager knows no such lease.
+        UnknownLease = 1,
+        /// Not enough free cores or memory.
+        NoResources = 2,
+        /// The request asks for something this manager does not do.
+        Unsupported = 3,
+        /// The request is malformed.
+        BadRequest = 4,
+        /// Starting the executor failed.
+        SpawnFailed = 5,
+    }
+}
+
+record! {
+    /// The manager's answer to an [`AllocationRequest`].
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct AllocationResponse("allocation response") {
+        /// Outcome.
+        pub status: AllocationStatus,
+        /// Id of the new allocation (executors present it when connecting back).
+        pub allocation_id: u32,
+        /// Explanation for a refusal.
+        pub message: String,
+    }
+}
+
+record! {
+    /// An executor thread tells its client that it is ready, and where its input slots are.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct ThreadReady("thread ready") {
+        /// Thread index.
+        pub thread: u16,
+        /// Address of the first input slot.
+        pub input_addr: u64,
+        /// Remote key of the input slots.
+        pub input_rkey: u32,
+        /// Bytes per slot (header and payload).
+        pub slot_size: u32,
+        /// Number of slots.
+        pub slot_count: u16,
+        /// Functions in the loaded library.
+        pub function_count: u16,
+        /// Why the code could not be loaded; `None` when the thread is ready.
+        pub error: Option<String>,
+    }
+}
+
+impl ThreadReady {
+    /// The announcement of a thread that cannot serve: `why`, and no input slots.
+    pub fn failed(thread: u16, why: &str) -> ThreadReady {
+        ThreadReady {
+            thread,
+            input_addr: 0,
+            input_rkey: 0,
+            slot_size: 0,
+            slot_count: 0,
+            function_count: 0,
+            error: Some(why.to_string()),
+        }
+    }
+}
+
+record! {
+    /// The manager tells a client that its executor process ended.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ExecutorExit("executor exit") {
+        /// The allocation.
+        pub allocation_id: u32,
+        /// `Some(signal)` when killed by a signal.
+        pub signal: Option<i32>,
+        /// Exit status when it exited.
+        pub status: i32,
+    }
+}
+
+impl fmt::Display for ExecutorExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.signal {
+            Some(sig) => write!(
+                f,
+                "executor of allocation {} was killed by signal {sig}",
+                self.allocation_id
+            ),
+            None => write!(
+                f,
+                "executor of allocation {} exited with status {}",
+                self.allocation_id, self.status
+            ),
+        }
+    }
+}
+
+record! {
+    /// An executor manager tells the resource manager which node it serves.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct NodeRegistration("node registration") {
+        /// The manager's `node_name`.
+        pub node: String,
+    }
+}
+
+record! {
+    /// A client asks the resource manager for cores and memory.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct LeaseRequest("lease request") {
+        /// Cores wanted.
+        pub cores: u16,
+        /// Memory wanted, in MiB.
+        pub memory_mb: u32,
+    }
+}
+
+wire_enum! {
+    /// Outcome of a lease request.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum LeaseStatus: u8 ("status") {
+        /// Granted; the response names the node.
+        Granted = 0,
+        /// No registered node has that many free cores and that much memory.
+        NoResources = 1,
+        /// The request is malformed or the node's manager did not confirm.
+        Failed = 2,
+    }
+}
+
+record! {
+    /// The resource manager's answer to a [`LeaseRequest`].
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct LeaseResponse("lease response") {
+        /// Outcome.
+        pub status: LeaseStatus,
+        /// The lease, presented to the executor manager in the allocation request.
+        pub lease_id: u32,
+        /// The node's executor manager.
+        pub manager: SocketAddr,
+        /// Leased cores.
+        pub cores: u16,
+        /// Leased memory in MiB.
+        pub memory_mb: u32,
+        /// Node name.
+        pub node: String,
+        /// Why the lease was refused.
+        pub message: String,
+    }
+}
+
+record! {
+    /// The resource manager tells a node's manager about a lease before the client arrives;
+    /// the manager answers with the same record as its [`LeaseAck`].
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct LeaseNotice("lease notice") {
+        /// The lease.
+        pub lease_id: u32,
+        /// Leased cores.
+        pub cores: u16,
+        /// Leased memory in MiB.
+        pub memory_mb: u32,
+    }
+}
+
+/// A manager's confirmation that it knows a lease.
+pub type LeaseAck = LeaseNotice;
+
+record! {
+    /// A manager reports a lease's end with its billing.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct LeaseClosed("lease closed") {
+        /// The lease.
+        pub lease_id: u32,
+        /// From allocation to the executor's exit, in ns.
+        pub allocation_ns: u64,
+        /// Busy-polling time of all executor threads, in ns.
+        pub hot_polling_ns: u64,
+        /// Function execution time of all executor threads, in ns.
+        pub execution_ns: u64,
+        /// Invocations served.
+        pub invocations: u64,
+    }
+}
+
+record! {
+    /// Where an executor adds its billing: the manager's accept of a billing connection
+    /// carries it as private data. The record there holds three little-endian u64 counters
+    /// at the offsets in [`billing`], which the executor adds to with fetch-and-add.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct BillingRecord("billing record") {
+        /// Address of the allocation's counters.
+        pub addr: u64,
+        /// Remote key of the accounting region.
+        pub rkey: u32,
+    }
+}
+
+/// The layout of an allocation's accounting counters (see [`BillingRecord`]).
+pub mod billing {
+    /// Offset of the hot-polling nanoseconds.
+    pub const HOT_POLLING_NS: u32 = 0;
+    /// Offset of the execution nanoseconds.
+    pub const EXECUTION_NS: u32 = 8;
+    /// Offset of the invocation count.
+    pub const INVOCATIONS: u32 = 16;
+    /// Bytes per allocation's counters (half a cache line, to keep allocations apart).
+    pub const RECORD_LEN: usize = 32;
+}
+
+/// Private data as text: RDMA transports pad it with zeros, which are cut off here.
+pub fn private_text(data: &[u8]) -> String {
+    let end = data.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    String::from_utf8_lossy(&data[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{MAX_MESSAGE_LEN, MAX_TEXT_LEN, Record};
+
+    #[test]
+    fn records_round_trip() {
+        let req = AllocationRequest {
+            lease_id: 3,
+            cores: 2,
+            input_buf_count: 4,
+            hot_timeout_ms: -1,
+            max_payload: 1 << 20,
+            code_size: 12345,
+            memory_mb: 256,
+            sandbox: Kind::Wasm,
+            time_limit_ms: 1000,
+            client: "127.0.0.1:10006".parse().unwrap(),
+        };
+        assert_eq!(AllocationRequest::decode(&req.encode()).unwrap(), req);
+        let ready = ThreadReady::failed(1, "bad module");
+        assert_eq!(ThreadReady::decode(&ready.encode()).unwrap(), ready);
+        let exit = ExecutorExit {
+            allocation_id: 5,
+            signal: Some(11),
+            status: -1,
+        };
+        assert_eq!(ExecutorExit::decode(&exit.encode()).unwrap(), exit);
+        let hello = Hello::executor(77, 3);
+        assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
+        // Padded as private data arrives over IB and RoCE.
+        let mut padded = hello.encode();
+        padded.resize(rdmalib::MAX_CONNECT_PRIVATE_DATA, 0);
+        assert_eq!(Hello::decode(&padded).unwrap(), hello);
+    }
+
+    #[test]
+    fn the_longest_records_fit_a_message() {
+        let long = "x".repeat(1000);
+        let response = LeaseResponse {
+            status: LeaseStatus::Failed,
+            lease_id: u32::MAX,
+            manager: "[::1]:1".parse().unwrap(),
+            cores: u16::MAX,
+            memory_mb: u32::MAX,
+            node: long.clone(),
+            message: long,
+        };
+        let bytes = response.encode();
+        assert!(bytes.len() <= MAX_MESSAGE_LEN, "{}", bytes.len());
+        let back = LeaseResponse::decode(&bytes).unwrap();
+        assert_eq!(back.message.len(), MAX_TEXT_LEN);
+    }
+
+    #[test]
+    fn rejects_truncated_foreign_and_invalid_records() {
+        let hello = Hello::client().encode();
+        assert_eq!(
+            Hello::decode(&hello[..5]),
+            Err(ProtocolError::Truncated("hello"))
+        );
+        let mut other = hello.clone();
+        other[4] = 9;
+        assert_eq!(
+            Hello::decode(&other),
+            Err(ProtocolError::Version { peer: 9 })
+        );
+        assert_eq!(
+            Hello::decode(b"GET / HTTP/1.1\r\n"),
+            Err(ProtocolError::BadMagic)
+        );
+        let mut bad_role = hello;
+        bad_role[6] = 42;
+        assert_eq!(
+            Hello::decode(&bad_role),
+            Err(ProtocolError::Invalid {
+                record: "hello",
+                field: "role",
+                value: 42
+            })
+        );
+        assert_eq!(MessageKind::from_raw(12), None);
+    }
+}
