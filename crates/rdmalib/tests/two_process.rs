@@ -8,13 +8,10 @@
 //!
 //! The peer inherits the variables; `tools/test.sh` runs all three.
 //!
-//! The responder ("peer") is this same test binary, re-executed. [`peer_process`] is an
-//! ordinary `#[test]` that returns at once — and so passes — unless the environment variable
-//! `RDMALIB_TEST_PEER` is set. The [`Peer`] harness runs
-//! `current_exe() --exact peer_process --nocapture --test-threads=1` with that variable set, so
-//! the child runs only that test, which then becomes the responder ([`serve`]) until it is
-//! killed or its stdin closes (the harness holds the other end, so a peer never outlives the
-//! test binary that started it).
+//! The responder ("peer") is this same test binary, re-executed: the binary has its own
+//! `main` (libtest-mimic runs the tests), which serves as the peer ([`serve`]) when
+//! `RDMALIB_TEST_PEER` is set, until it is killed or its stdin closes (the harness holds the
+//! other end, so a peer never outlives the test binary that started it).
 //!
 //! The peer speaks on stdout, one line per event, which the harness collects:
 //! - `listening on 127.0.0.1:PORT` once, after it binds;
@@ -40,13 +37,14 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use libtest_mimic::{Arguments, Trial};
 use rdmalib::*;
 
-/// Set in the environment of the re-executed binary to make [`peer_process`] serve.
+/// Set in the environment of the re-executed binary to make it the peer ([`serve`]).
 const PEER_ENV: &str = "RDMALIB_TEST_PEER";
 /// Length of R1, R2 and R3.
 const REGION_LEN: usize = 4096;
@@ -86,14 +84,39 @@ fn device() -> DeviceConfig {
     }
 }
 
-/// Not a test of its own: the entry point of the peer process. Returns at once (and passes)
-/// unless `RDMALIB_TEST_PEER` is set, which only the [`Peer`] harness does.
-#[test]
-fn peer_process() {
-    if std::env::var_os(PEER_ENV).is_none() {
-        return;
+/// The peer when [`PEER_ENV`] is set (only the [`Peer`] harness sets it), else the tests.
+fn main() -> ExitCode {
+    if std::env::var_os(PEER_ENV).is_some() {
+        serve();
     }
-    serve();
+    macro_rules! trials {
+        ($($test:ident,)*) => {
+            vec![$(Trial::test(stringify!($test), || {
+                $test();
+                Ok(())
+            }),)*]
+        };
+    }
+    let tests = trials![
+        sends_and_receives_both_ways,
+        write_lands_in_the_peers_region,
+        write_with_imm_delivers_the_imm_and_the_length,
+        fetch_and_add_returns_the_old_values,
+        inline_sends_are_limited_to_max_inline_data,
+        private_data_arrives_padded_to_the_transports_size,
+        the_peer_sees_the_client_disconnect,
+        the_client_sees_the_peer_process_die,
+        blocking_wait_sleeps_until_a_late_reply,
+        a_write_with_a_bad_rkey_is_refused,
+        a_write_across_the_end_of_a_region_is_refused,
+        an_atomic_on_a_region_without_atomic_access_is_refused,
+        a_write_to_a_region_without_remote_access_is_refused,
+        a_send_larger_than_the_receive_buffer_is_refused,
+        a_refused_unsignaled_atomic_completes_and_leaves_the_local_buffer_alone,
+        a_megabyte_write_with_imm_arrives_intact,
+        a_large_write_after_a_refused_one_is_flushed_instead_of_hanging,
+    ];
+    libtest_mimic::run(&Arguments::from_args(), tests).exit_code()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -136,9 +159,6 @@ fn serve() -> ! {
     });
     let ctx = Context::open(&device()).expect("opening the tcp context");
     let listener = ctx.listen(0).expect("listening on 127.0.0.1");
-    // libtest has printed `test peer_process ... ` without a newline; end that line so the
-    // address is a line of its own.
-    println!();
     println!("listening on {}", listener.local_addr());
     let pd = ctx.alloc_pd().unwrap();
     let regions = [
@@ -408,7 +428,6 @@ struct Peer {
 impl Peer {
     fn start() -> Peer {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "peer_process", "--nocapture", "--test-threads=1"])
             .env(PEER_ENV, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -682,7 +701,6 @@ fn setup() -> (Peer, Context) {
 // Operations.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
 fn sends_and_receives_both_ways() {
     let (peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -696,7 +714,6 @@ fn sends_and_receives_both_ways() {
     }
 }
 
-#[test]
 fn write_lands_in_the_peers_region() {
     let (peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -711,7 +728,6 @@ fn write_lands_in_the_peers_region() {
     assert_eq!(c.dump(R2, 4094, 2), b"r2");
 }
 
-#[test]
 fn write_with_imm_delivers_the_imm_and_the_length() {
     let (peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -733,7 +749,6 @@ fn write_with_imm_delivers_the_imm_and_the_length() {
     assert_eq!(c.dump(R1, 8, 300), data);
 }
 
-#[test]
 fn fetch_and_add_returns_the_old_values() {
     let (peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -767,7 +782,6 @@ fn fetch_and_add_returns_the_old_values() {
     );
 }
 
-#[test]
 fn inline_sends_are_limited_to_max_inline_data() {
     let (peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -794,7 +808,6 @@ fn inline_sends_are_limited_to_max_inline_data() {
 // Connection management.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
 fn private_data_arrives_padded_to_the_transports_size() {
     let (peer, ctx) = setup();
     match Client::try_connect(&ctx, peer.addr, b"reject-me") {
@@ -830,7 +843,6 @@ fn private_data_arrives_padded_to_the_transports_size() {
     assert_eq!(c.call("ping"), b"pong");
 }
 
-#[test]
 fn the_peer_sees_the_client_disconnect() {
     let (mut peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -844,7 +856,6 @@ fn the_peer_sees_the_client_disconnect() {
     assert!(other.conn.is_connected());
 }
 
-#[test]
 fn the_client_sees_the_peer_process_die() {
     let (mut peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -885,7 +896,6 @@ fn the_client_sees_the_peer_process_die() {
 // Blocking waits.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
 fn blocking_wait_sleeps_until_a_late_reply() {
     let (peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -1003,7 +1013,6 @@ fn check_violation(
     );
 }
 
-#[test]
 fn a_write_with_a_bad_rkey_is_refused() {
     check_violation(
         R1,
@@ -1024,7 +1033,6 @@ fn a_write_with_a_bad_rkey_is_refused() {
     );
 }
 
-#[test]
 fn a_write_across_the_end_of_a_region_is_refused() {
     // The 64-byte write would cover R1[4064..4096] and 32 bytes past its end. As a write with
     // immediate, it also consumes one of the peer's receives, which completes in error there.
@@ -1047,7 +1055,6 @@ fn a_write_across_the_end_of_a_region_is_refused() {
     );
 }
 
-#[test]
 fn an_atomic_on_a_region_without_atomic_access_is_refused() {
     check_violation(
         R2,
@@ -1071,7 +1078,6 @@ fn an_atomic_on_a_region_without_atomic_access_is_refused() {
     );
 }
 
-#[test]
 fn a_write_to_a_region_without_remote_access_is_refused() {
     check_violation(
         R3,
@@ -1084,7 +1090,6 @@ fn a_write_to_a_region_without_remote_access_is_refused() {
     );
 }
 
-#[test]
 fn a_send_larger_than_the_receive_buffer_is_refused() {
     check_violation(
         R1,
@@ -1098,7 +1103,6 @@ fn a_send_larger_than_the_receive_buffer_is_refused() {
     );
 }
 
-#[test]
 fn a_refused_unsignaled_atomic_completes_and_leaves_the_local_buffer_alone() {
     let (peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -1124,7 +1128,6 @@ fn a_refused_unsignaled_atomic_completes_and_leaves_the_local_buffer_alone() {
 // Large payloads.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
 fn a_megabyte_write_with_imm_arrives_intact() {
     let (peer, ctx) = setup();
     let c = Client::connect(&ctx, peer.addr);
@@ -1142,7 +1145,6 @@ fn a_megabyte_write_with_imm_arrives_intact() {
     assert_eq!(first_bad, None, "the 1 MiB payload differs");
 }
 
-#[test]
 fn a_large_write_after_a_refused_one_is_flushed_instead_of_hanging() {
     // The peer keeps this connection open after refusing the bad write, but reads no more
     // from it: a large write posted right after must be accepted and flushed, not wait

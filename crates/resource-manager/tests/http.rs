@@ -189,14 +189,11 @@ fn the_tutorial_request_byte_for_byte() {
 
 #[test]
 fn the_tutorial_curl_line_literally() {
-    let have_curl = std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_curl {
-        eprintln!("curl is not installed; skipping");
-        return;
-    }
+    let curl = std::process::Command::new("curl").arg("--version").output();
+    assert!(
+        curl.is_ok_and(|o| o.status.success()),
+        "curl is missing: the tutorial's line needs it (tools/setup.sh tutorial installs it)"
+    );
     let s = serve(None);
     let line = r#"curl http://127.0.0.1:5000/add\?node\=exec-mgr-node -X POST -d '{"ip_address": "192.168.0.29", "port": 10005, "cores": 1, "memory": 512}'"#
         .replace(":5000/", &format!(":{}/", s.addr.port()));
