@@ -232,8 +232,9 @@ impl Shared {
         let Ok(mut rx) = self.rx.try_lock() else {
             return;
         };
+        // The receive state stays locked until a fault has broken the connection, so no
+        // other thread reads frames after the one that ended it.
         let outcome = self.drive(&mut rx);
-        drop(rx);
         match outcome {
             Ok(()) => {}
             Err(Fault::Closed) => {
@@ -274,6 +275,7 @@ impl Shared {
                 self.break_connection();
             }
         }
+        drop(rx);
         self.flush_ctrl();
     }
 
@@ -342,38 +344,6 @@ impl Connection {
 
     pub(crate) fn post_recv(&self, wr_id: u64, sge: RawSge) -> Result<()> {
         self.0.post_recv(wr_id, sge)
-    }
-
-    pub(crate) fn post_send(
-        &self,
-        wr_id: u64,
-        sge: RawSge,
-        imm: Option<u32>,
-        flags: SendFlags,
-    ) -> Result<()> {
-        self.0.post_send(wr_id, sge, imm, flags)
-    }
-
-    pub(crate) fn post_write(
-        &self,
-        wr_id: u64,
-        sge: RawSge,
-        remote: RemoteBuffer,
-        imm: Option<u32>,
-        flags: SendFlags,
-    ) -> Result<()> {
-        self.0.post_write(wr_id, sge, remote, imm, flags)
-    }
-
-    pub(crate) fn post_fetch_add(
-        &self,
-        wr_id: u64,
-        sge: RawSge,
-        remote: RemoteBuffer,
-        add: u64,
-        flags: SendFlags,
-    ) -> Result<()> {
-        self.0.post_fetch_add(wr_id, sge, remote, add, flags)
     }
 
     pub(crate) fn disconnect(&self) {

@@ -41,12 +41,11 @@ impl Shared {
                 }
             } else if rx.end - rx.start >= HEADER_LEN {
                 let header = Header::decode(&rx.buf[rx.start..rx.start + HEADER_LEN]);
-                match self.begin(header)? {
-                    Begin::Done => rx.start += HEADER_LEN,
-                    Begin::Payload(inc) => {
-                        rx.start += HEADER_LEN;
-                        rx.current = Some(inc);
-                    }
+                // Consumed before it is handled: a frame that ends the connection is not
+                // seen again by the next thread that drives.
+                rx.start += HEADER_LEN;
+                if let Begin::Payload(inc) = self.begin(header)? {
+                    rx.current = Some(inc);
                 }
                 continue;
             }

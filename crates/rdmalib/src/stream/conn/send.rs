@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::*;
 
-impl Shared {
-    pub(super) fn post_send(
+impl Connection {
+    pub(crate) fn post_send(
         &self,
         wr_id: u64,
         sge: RawSge,
@@ -23,10 +23,10 @@ impl Shared {
             wr_id,
             ..Header::default()
         };
-        self.send_frame(&h, sge.addr, sge.len as usize)
+        self.0.send_frame(&h, sge.addr, sge.len as usize)
     }
 
-    pub(super) fn post_write(
+    pub(crate) fn post_write(
         &self,
         wr_id: u64,
         sge: RawSge,
@@ -44,10 +44,10 @@ impl Shared {
             wr_id,
             ..Header::default()
         };
-        self.send_frame(&h, sge.addr, sge.len as usize)
+        self.0.send_frame(&h, sge.addr, sge.len as usize)
     }
 
-    pub(super) fn post_fetch_add(
+    pub(crate) fn post_fetch_add(
         &self,
         wr_id: u64,
         sge: RawSge,
@@ -65,14 +65,14 @@ impl Shared {
             ..Header::default()
         };
         // The pending entry is queued under the send lock so entries and frames keep one order.
-        let guard = lock(&self.tx);
+        let guard = lock(&self.0.tx);
         {
             // Checked under the lock `break_connection` drains (see `send_frame`).
-            let mut atomics = lock(&self.atomics);
-            if !self.is_connected() {
+            let mut atomics = lock(&self.0.atomics);
+            if !self.0.is_connected() {
                 drop(atomics);
                 drop(guard);
-                self.flush_request(wr_id);
+                self.0.flush_request(wr_id);
                 return Ok(());
             }
             atomics.push_back(PendingAtomic {
@@ -83,19 +83,21 @@ impl Shared {
             });
         }
         let encoded = h.encode();
-        let sent = self.send_all(&[RawIov {
+        let sent = self.0.send_all(&[RawIov {
             ptr: encoded.as_ptr(),
             len: HEADER_LEN,
         }]);
         drop(guard);
         if sent.is_err() {
             // Flushes the pending entry, and with it this request.
-            self.break_connection();
+            self.0.break_connection();
         }
-        self.flush_ctrl();
+        self.0.flush_ctrl();
         Ok(())
     }
+}
 
+impl Shared {
     /// Removes the ack-awaiting request `wr_id`; returns its opcode.
     pub(super) fn settle(&self, wr_id: u64) -> Option<Opcode> {
         let mut outstanding = lock(&self.outstanding);
