@@ -1,7 +1,6 @@
 //! What every benchmark client does first: read the seed's flags and files, take a lease,
 //! allocate an executor.
 
-use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -89,22 +88,11 @@ impl Client {
         match &self.executors {
             Some(db) => Ok(Lease::from_database(db, b.numcores, b.memory)?),
             None => {
-                let c = &self.config.config;
-                if c.resource_manager_address.is_empty() {
+                let Some(address) = self.config.config.resource_manager()? else {
                     bail!(
                         "give --executors-database, or set resource_manager_address in the benchmark configuration"
                     );
-                }
-                let address = (c.resource_manager_address.as_str(), c.resource_manager_port)
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .with_context(|| {
-                        format!(
-                            "resource_manager_address {:?} is not an address",
-                            c.resource_manager_address
-                        )
-                    })?;
+                };
                 // Cores of a lease that just ended return once its manager reaped the executor.
                 let deadline = Instant::now() + LEASE_TIMEOUT;
                 loop {

@@ -3,7 +3,7 @@
 //! their billing.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -45,19 +45,9 @@ impl ResourceManagerLink {
         pd: &ProtectionDomain,
         config: &ManagerSection,
     ) -> Result<ResourceManagerLink> {
-        let address = (
-            config.resource_manager_address.as_str(),
-            config.resource_manager_port,
-        )
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .with_context(|| {
-                format!(
-                    "resource_manager_address {:?} is not an address",
-                    config.resource_manager_address
-                )
-            })?;
+        let address = config
+            .resource_manager()?
+            .context("the configuration names no resource manager")?;
         let send_cq = ctx.create_cq(16)?;
         let recv_cq = ctx.create_cq(64)?;
         let hello = Hello::executor_manager(config.resource_manager_secret);

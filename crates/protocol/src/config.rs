@@ -1,6 +1,7 @@
 //! The seed's JSON files, with its field names: `executor_manager.json`, `benchmark.json`,
 //! `executors_database.json`, `resource_manager.json`.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -29,6 +30,31 @@ pub enum ConfigError {
         /// What is wrong, with the line and column.
         source: serde_json::Error,
     },
+    /// An address field holds no resolvable address.
+    #[error("{field} {value:?} is not an address")]
+    Address {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// `resource_manager_address` and `resource_manager_port` of a configuration, resolved;
+/// `None` when the address is empty (a deployment without a resource manager).
+fn resource_manager(address: &str, port: u16) -> Result<Option<SocketAddr>, ConfigError> {
+    if address.is_empty() {
+        return Ok(None);
+    }
+    (address, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(Some)
+        .ok_or_else(|| ConfigError::Address {
+            field: "resource_manager_address",
+            value: address.to_string(),
+        })
 }
 
 /// Reads and parses a JSON file; errors name the file and what it was expected to hold.
@@ -84,6 +110,13 @@ pub struct ManagerSection {
     pub rdma_sleep: bool,
 }
 
+impl ManagerSection {
+    /// Where the resource manager is; `None` when `resource_manager_address` is empty.
+    pub fn resource_manager(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        resource_manager(&self.resource_manager_address, self.resource_manager_port)
+    }
+}
+
 /// The `executor` section of `executor_manager.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +159,13 @@ pub struct ClientSection {
     /// Resource manager port.
     #[serde(default)]
     pub resource_manager_port: u16,
+}
+
+impl ClientSection {
+    /// Where the resource manager is; `None` when `resource_manager_address` is empty.
+    pub fn resource_manager(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        resource_manager(&self.resource_manager_address, self.resource_manager_port)
+    }
 }
 
 /// The `benchmark` section of `benchmark.json`.

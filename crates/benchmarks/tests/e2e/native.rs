@@ -67,27 +67,34 @@ fn tutorial_warm_benchmark_native() {
         "device_generator.sh: {}",
         text(&generated.stderr)
     );
+    let (device, address) = (device_name(), device_ip());
+    // The tutorial's three jq lines.
+    for (file, filter, var, value) in [
+        (
+            "executor_manager.json",
+            ".config.rdma_device = $device",
+            "device",
+            &device,
+        ),
+        (
+            "executors_database.json",
+            ".executors[0].address = $address",
+            "address",
+            &address,
+        ),
+        (
+            "benchmark.json",
+            ".config.rdma_device = $device",
+            "device",
+            &device,
+        ),
+    ] {
+        let shipped = src.join("config").join(file);
+        jq(filter, &["--arg", var, value], &shipped, &dir.path(file));
+    }
     let manager_config = dir.path("executor_manager.json");
-    jq(
-        ".config.rdma_device = $device",
-        &["--arg", "device", &device_name()],
-        &src.join("config/executor_manager.json"),
-        &manager_config,
-    );
     let executors = dir.path("executors_database.json");
-    jq(
-        ".executors[0].address = $address",
-        &["--arg", "address", &device_ip()],
-        &src.join("config/executors_database.json"),
-        &executors,
-    );
     let bench = dir.path("benchmark.json");
-    jq(
-        ".config.rdma_device = $device",
-        &["--arg", "device", &device_name()],
-        &src.join("config/benchmark.json"),
-        &bench,
-    );
 
     let mut manager = Manager::start(&manager_config, &devices, &["--skip-resource-manager"]);
     let client = ClientFiles {

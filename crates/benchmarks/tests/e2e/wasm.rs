@@ -149,28 +149,11 @@ fn wrong_code_is_a_clear_error_at_allocation() {
 fn main_job_script_prints_the_comparison_table() {
     let _serial = serial();
     let dir = TempDir::new("main-job");
-    let out = Command::new(repo().join("tools/warm_benchmark.sh"))
-        .args([
-            "--no-build",
-            "-b",
-            arg(&layout(&dir)),
-            "-o",
-            arg(&dir.path("results")),
-            "-s",
-            "1,4096",
-            "-r",
-            "200",
-            "-n",
-            "2",
-            "-w",
-            "20",
-            "-d",
-            &device_name(),
-            "-p",
-            provider().name(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_script(
+        "warm_benchmark.sh",
+        &dir,
+        &["-s", "1,4096", "-r", "200", "-n", "2", "-w", "20"],
+    );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
     for size in ["1", "4096"] {
@@ -200,22 +183,7 @@ fn main_job_script_prints_the_comparison_table() {
 fn cold_benchmark_script_prints_every_phase() {
     let _serial = serial();
     let dir = TempDir::new("cold-job");
-    let out = Command::new(repo().join("tools/cold_benchmark.sh"))
-        .args([
-            "--no-build",
-            "-b",
-            arg(&layout(&dir)),
-            "-o",
-            arg(&dir.path("results")),
-            "-r",
-            "2",
-            "-d",
-            &device_name(),
-            "-p",
-            provider().name(),
-        ])
-        .output()
-        .unwrap();
+    let out = run_script("cold_benchmark.sh", &dir, &["-r", "2"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
     assert_eq!(stdout.matches("== ").count(), 3, "{stdout}");
@@ -243,6 +211,18 @@ fn cold_benchmark_script_prints_every_phase() {
 
 /// A build layout (bin/, benchmarks/, examples/) made of this build's files, as tools/build.sh
 /// lays them out.
+/// Runs `tools/SCRIPT` on a fresh layout in `dir`, with results in `dir/results`, on the
+/// device and provider under test, with `extra` arguments.
+fn run_script(script: &str, dir: &TempDir, extra: &[&str]) -> std::process::Output {
+    Command::new(repo().join("tools").join(script))
+        .args(["--no-build", "-b", arg(&layout(dir))])
+        .args(["-o", arg(&dir.path("results"))])
+        .args(["-d", &device_name(), "-p", provider().name()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn layout(dir: &TempDir) -> std::path::PathBuf {
     let root = dir.path("build");
     for (sub, names) in [
