@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use function_library::FunctionLibrary;
 use rdmalib::{Completion, CompletionQueue, Context, MemoryRegion, ProtectionDomain, SendFlags};
@@ -19,8 +19,13 @@ use rfaas_protocol::invocation::{
 use crate::allocation::ManagerLink;
 use crate::buffers::{InputBuffer, OutputBuffer};
 use crate::error::{Error, Result};
-use crate::slots::{DONE, FREE, LOST, PENDING, ResultSlot, Thread};
-use crate::spec::FunctionId;
+use crate::slots::{ABANDONED, DONE, FREE, LOST, PENDING, ResultSlot, Thread};
+use crate::spec::{FunctionId, Wait};
+
+/// Empty polls between two looks at the clock while a blocking call busy-polls.
+const POLLS_PER_CLOCK_READ: u32 = 64;
+/// Longest sleep of a sleeping call between two looks at its result.
+const SLEEP_SLICE: Duration = Duration::from_millis(20);
 
 /// What an executor's calls share, between the caller's threads and the background poller.
 pub(crate) struct Inner {
@@ -33,6 +38,8 @@ pub(crate) struct Inner {
     pub library: FunctionLibrary,
     pub allocation_id: u32,
     pub max_payload: u32,
+    pub call_timeout: Duration,
+    pub wait: Wait,
     pub sends: AtomicU64,
     pub lost: Mutex<Option<String>>,
     /// Set with `lost`, so the hot path checks an atomic instead of taking the lock.
@@ -60,6 +67,7 @@ impl Inner {
     }
 
     /// Claims a slot, writes the header and posts the invocation; returns the slot index.
+    /// `solicited` asks the executor to wake a caller sleeping on the completion channel.
     pub(crate) fn submit(
         &self,
         thread: usize,
@@ -67,6 +75,7 @@ impl Inner {
         input: &InputBuffer,
         size: usize,
         output: &OutputBuffer,
+        solicited: bool,
     ) -> Result<usize> {
         self.check_lost()?;
         let t = self.threads.get(thread).ok_or_else(|| {
@@ -108,7 +117,7 @@ impl Inner {
             index as u64,
             input.mr.sge(0, INPUT_HEADER_LEN + size)?,
             remote,
-            invocation_imm(id, function.0, false),
+            invocation_imm(id, function.0, solicited),
             flags,
         );
         if let Err(e) = posted {
@@ -130,17 +139,85 @@ impl Inner {
         }
     }
 
-    /// Polls the receive queue until slot `index` has its result.
-    pub(crate) fn wait_hot(&self, index: usize) -> Result<()> {
+    /// Waits for slot `index`'s result, the caller's way ([`Wait`]) and at most `timeout`;
+    /// on timeout the slot is abandoned and the error says so.
+    pub(crate) fn wait_for(&self, index: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let arrived = match self.wait {
+            Wait::Poll => self.poll_until(index, deadline)?,
+            Wait::Sleep => self.sleep_until(index, deadline)?,
+        };
+        if arrived {
+            Ok(())
+        } else {
+            self.abandon(index, timeout)
+        }
+    }
+
+    /// Busy-polls the receive queue until slot `index` has its result or `deadline` passes.
+    fn poll_until(&self, index: usize, deadline: Instant) -> Result<bool> {
         let slot = &self.slots[index];
         let mut wcs = [Completion::default(); 16];
+        let mut empty = 0u32;
         while slot.state.load(Ordering::Acquire) != DONE {
             let n = self.recv_cq.poll(&mut wcs)?;
             for wc in &wcs[..n] {
                 self.dispatch(wc);
             }
+            if n == 0 {
+                empty += 1;
+                if empty.is_multiple_of(POLLS_PER_CLOCK_READ) && Instant::now() >= deadline {
+                    return Ok(slot.state.load(Ordering::Acquire) == DONE);
+                }
+            }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Sleeps on the receive queue's channel, woken by solicited completions, until slot
+    /// `index` has its result or `deadline` passes.
+    fn sleep_until(&self, index: usize, deadline: Instant) -> Result<bool> {
+        let slot = &self.slots[index];
+        let mut wcs = [Completion::default(); 16];
+        loop {
+            let mut n = self.recv_cq.poll(&mut wcs)?;
+            if n == 0 && slot.state.load(Ordering::Acquire) != DONE {
+                // Arm, then poll once more: completions that came before arming do not ring.
+                self.recv_cq.req_notify(true)?;
+                n = self.recv_cq.poll(&mut wcs)?;
+            }
+            for wc in &wcs[..n] {
+                self.dispatch(wc);
+            }
+            if slot.state.load(Ordering::Acquire) == DONE {
+                return Ok(true);
+            }
+            if n == 0 {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    return Ok(false);
+                };
+                // The result's solicited completion rings the channel even when the
+                // background poller takes it; the cap only bounds a missed wake-up.
+                self.recv_cq.wait(Some(left.min(SLEEP_SLICE)))?;
+            }
+        }
+    }
+
+    /// The caller gives up on slot `index` after `waited`: a timeout error, and the slot is
+    /// freed only when the late result arrives. `Ok` if the result came in the meantime.
+    fn abandon(&self, index: usize, waited: Duration) -> Result<()> {
+        let rs = &self.slots[index];
+        match rs
+            .state
+            .compare_exchange(PENDING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Err(Error::Timeout(format!(
+                "invocation {} on executor thread {} did not answer within {waited:?}",
+                rs.id.load(Ordering::Relaxed),
+                rs.thread
+            ))),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Hands a result to its slot and reposts the receive it used (its work-request id is
@@ -166,11 +243,24 @@ impl Inner {
         }
         let (id, code) = parse_result_imm(wc.imm.unwrap_or(0));
         let rs = &self.slots[t.result_slot(id)];
-        if rs.id.load(Ordering::Relaxed) != u32::from(id)
-            || rs.state.load(Ordering::Acquire) != PENDING
-        {
+        if rs.id.load(Ordering::Relaxed) != u32::from(id) {
             tracing::warn!("result for unknown invocation {id} on thread {thread}; ignored");
             return;
+        }
+        match rs.state.load(Ordering::Acquire) {
+            PENDING => {}
+            ABANDONED => {
+                tracing::debug!("late result of abandoned invocation {id} on thread {thread}");
+                rs.state.store(FREE, Ordering::Release);
+                t.release(rs.slot);
+                return;
+            }
+            _ => {
+                tracing::warn!(
+                    "result for invocation {id} on thread {thread}, which is not in flight; ignored"
+                );
+                return;
+            }
         }
         rs.code.store(u32::from(code), Ordering::Relaxed);
         rs.len.store(wc.byte_len, Ordering::Relaxed);
@@ -230,16 +320,30 @@ impl Inner {
         }
     }
 
-    /// Waits, without polling, until the background poller delivered slot `index`'s result.
-    pub(crate) fn wait_delivered(&self, index: usize) {
+    /// Waits, without polling, until the background poller delivered slot `index`'s result
+    /// or `timeout` passes; on timeout the slot is abandoned and the error says so.
+    pub(crate) fn wait_delivered(&self, index: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         let slot = &self.slots[index];
         let mut guard = self.done_lock.lock().unwrap_or_else(|p| p.into_inner());
         while slot.state.load(Ordering::Acquire) != DONE {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                drop(guard);
+                return self.abandon(index, timeout);
+            };
             guard = self
                 .done
-                .wait_timeout(guard, Duration::from_millis(10))
+                .wait_timeout(guard, left.min(Duration::from_millis(10)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+        Ok(())
+    }
+
+    /// Gives slot `index` up without waiting: taken if its result is there, else abandoned.
+    pub(crate) fn give_up(&self, index: usize) {
+        if self.abandon(index, Duration::ZERO).is_ok() {
+            let _ = self.take(index);
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rdmalib::{Access, QpConfig};
 use rfaas_protocol::control::AllocationRequest;
@@ -18,7 +18,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::slots::{DONE, ResultSlot, Thread};
-use crate::spec::{AllocationSpec, AllocationTimes, FunctionId};
+use crate::spec::{AllocationSpec, AllocationTimes, FunctionId, Wait};
 
 /// An allocated executor: leased cores running the shipped functions.
 pub struct Executor {
@@ -117,6 +117,8 @@ impl Executor {
             library,
             allocation_id,
             max_payload: spec.max_payload,
+            call_timeout: spec.call_timeout,
+            wait: spec.wait,
             sends: AtomicU64::new(0),
             lost: Mutex::new(None),
             is_lost: AtomicBool::new(false),
@@ -187,8 +189,9 @@ impl Executor {
         OutputBuffer::new(&self.inner.pd, capacity)
     }
 
-    /// Runs `function` on the first `size` bytes of `input` on thread 0 and waits (hot
-    /// polling) for the result in `output`; returns the result's length.
+    /// Runs `function` on the first `size` bytes of `input` on thread 0 and waits for the
+    /// result in `output` (as [`AllocationSpec::wait`] says, at most
+    /// [`AllocationSpec::call_timeout`]); returns the result's length.
     pub fn execute(
         &self,
         function: FunctionId,
@@ -208,8 +211,27 @@ impl Executor {
         size: usize,
         output: &OutputBuffer,
     ) -> Result<u32> {
-        let index = self.inner.submit(thread, function, input, size, output)?;
-        self.inner.wait_hot(index)?;
+        let timeout = self.inner.call_timeout;
+        self.execute_on_within(thread, function, input, size, output, timeout)
+    }
+
+    /// Like [`execute_on`](Self::execute_on), waiting at most `timeout`. When it runs out the
+    /// call fails with [`Error::Timeout`], and its input slot stays taken until the late
+    /// result arrives (the executor may still be using it).
+    pub fn execute_on_within(
+        &self,
+        thread: usize,
+        function: FunctionId,
+        input: &InputBuffer,
+        size: usize,
+        output: &OutputBuffer,
+        timeout: Duration,
+    ) -> Result<u32> {
+        let sleeping = self.inner.wait == Wait::Sleep;
+        let index = self
+            .inner
+            .submit(thread, function, input, size, output, sleeping)?;
+        self.inner.wait_for(index, timeout)?;
         self.inner.take(index)
     }
 
@@ -224,7 +246,10 @@ impl Executor {
         output: &OutputBuffer,
     ) -> Result<Invocation> {
         self.inner.async_in_flight.fetch_add(1, Ordering::SeqCst);
-        let index = match self.inner.submit(thread, function, input, size, output) {
+        let index = match self
+            .inner
+            .submit(thread, function, input, size, output, false)
+        {
             Ok(index) => index,
             Err(e) => {
                 self.inner.async_in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -257,7 +282,10 @@ impl Executor {
         let cores = self.cores();
         let mut indices = Vec::with_capacity(inputs.len());
         for (i, ((input, size), output)) in inputs.iter().zip(outputs).enumerate() {
-            match self.inner.submit(i % cores, function, input, *size, output) {
+            match self
+                .inner
+                .submit(i % cores, function, input, *size, output, false)
+            {
                 Ok(index) => indices.push(index),
                 Err(e) => {
                     for index in indices {
@@ -284,9 +312,10 @@ impl Executor {
         }
     }
 
-    /// Waits (hot) for the call in result slot `index` and takes its result.
+    /// Waits (at most the call timeout) for the call in result slot `index` and takes its
+    /// result.
     fn finish(&self, index: usize) -> Result<u32> {
-        self.inner.wait_hot(index)?;
+        self.inner.wait_for(index, self.inner.call_timeout)?;
         self.inner.take(index)
     }
 
@@ -330,21 +359,32 @@ impl Invocation {
         self.inner.slots[self.index].state.load(Ordering::Acquire) == DONE
     }
 
-    /// Blocks until the result arrives (the background poller delivers it); returns its length.
-    pub fn wait(mut self) -> Result<u32> {
+    /// Blocks until the result arrives (the background poller delivers it), at most
+    /// [`AllocationSpec::call_timeout`]; returns its length.
+    pub fn wait(self) -> Result<u32> {
+        let timeout = self.inner.call_timeout;
+        self.wait_within(timeout)
+    }
+
+    /// Like [`wait`](Self::wait), at most `timeout`. When it runs out the wait fails with
+    /// [`Error::Timeout`], and the call's input slot stays taken until the late result
+    /// arrives.
+    pub fn wait_within(mut self, timeout: Duration) -> Result<u32> {
         self.taken = true;
-        self.inner.wait_delivered(self.index);
+        let delivered = self.inner.wait_delivered(self.index, timeout);
         self.inner.async_in_flight.fetch_sub(1, Ordering::SeqCst);
+        delivered?;
         self.inner.take(self.index)
     }
 }
 
 impl Drop for Invocation {
+    /// An invocation dropped unanswered gives its call up: its slot is freed when the result
+    /// arrives.
     fn drop(&mut self) {
         if !self.taken {
-            self.inner.wait_delivered(self.index);
             self.inner.async_in_flight.fetch_sub(1, Ordering::SeqCst);
-            let _ = self.inner.take(self.index);
+            self.inner.give_up(self.index);
         }
     }
 }

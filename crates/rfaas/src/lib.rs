@@ -48,4 +48,4 @@ pub use executor::{Executor, Invocation};
 pub use function_library::Kind;
 pub use lease::Lease;
 pub use rfaas_protocol::invocation::{MAX_INPUT_BUFFERS, ReturnCode};
-pub use spec::{AllocationSpec, AllocationTimes, FunctionId};
+pub use spec::{AllocationSpec, AllocationTimes, FunctionId, Wait};

@@ -13,6 +13,9 @@ use crate::error::Result;
 pub(crate) const FREE: u8 = 0;
 pub(crate) const PENDING: u8 = 1;
 pub(crate) const DONE: u8 = 2;
+/// Its caller stopped waiting: the slot is freed when the late result arrives, since the
+/// executor may still be using the input slot until then.
+pub(crate) const ABANDONED: u8 = 3;
 /// Result code stored when the executor went away before answering.
 pub(crate) const LOST: u32 = u32::MAX;
 

@@ -29,6 +29,22 @@ pub struct AllocationSpec {
     pub listen_port: u16,
     /// How long each step of the allocation may take.
     pub timeout: Duration,
+    /// How long a blocking call, or a wait on an asynchronous one, waits for its result
+    /// before it fails with [`Error::Timeout`].
+    pub call_timeout: Duration,
+    /// How a blocking call waits for its result.
+    pub wait: Wait,
+}
+
+/// How a blocking call waits for its result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// Busy-poll the receive queue: the lowest latency, and a core spent on it.
+    #[default]
+    Poll,
+    /// Sleep on the completion channel until the result arrives (the invocation asks the
+    /// executor for a solicited completion): a few microseconds more, no core spent.
+    Sleep,
 }
 
 impl Default for AllocationSpec {
@@ -43,6 +59,8 @@ impl Default for AllocationSpec {
             sandbox: None,
             listen_port: 0,
             timeout: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(60),
+            wait: Wait::Poll,
         }
     }
 }

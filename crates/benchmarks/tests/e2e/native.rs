@@ -1,7 +1,7 @@
 //! The tutorial's first deployment with native functions, and what goes wrong in it.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rfaas::{AllocationSpec, Error, ReturnCode};
 
@@ -279,6 +279,95 @@ fn a_call_beyond_the_input_slots_is_busy() {
         .submit(0, sleep, &second_in, 4, &second_out)
         .unwrap();
     assert_eq!(second.wait().unwrap(), 4);
+}
+
+/// A call that outlives its deadline fails with a timeout; its input slot is free again once
+/// the late result is in, and the executor serves the next calls. Dropping an invocation
+/// unanswered returns at once.
+#[test]
+fn calls_past_their_deadline_time_out() {
+    let _serial = serial();
+    let dir = TempDir::new("deadline");
+    let manager = local_manager(&dir);
+    let code = std::fs::read(native_library()).unwrap();
+    let spec = AllocationSpec {
+        input_buf_count: 2,
+        max_payload: 64,
+        call_timeout: Duration::from_millis(300),
+        ..AllocationSpec::default()
+    };
+    let executor = allocate(&manager, &code, &spec).unwrap();
+    let sleep = executor.function("sleep").unwrap();
+    let call = |millis: u32| {
+        let input = executor.input_buffer(4).unwrap();
+        input.write(&millis.to_le_bytes()).unwrap();
+        let output = executor.output_buffer(4).unwrap();
+        (input, output)
+    };
+    let (slow_in, slow_out) = call(1000);
+    match executor.execute(sleep, &slow_in, 4, &slow_out) {
+        Err(Error::Timeout(why)) => assert!(why.contains("did not answer within"), "{why}"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    // The executor thread finishes the slow call first; then both slots serve again.
+    for _ in 0..3 {
+        let (input, output) = call(0);
+        let len = executor
+            .execute_on_within(0, sleep, &input, 4, &output, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(len, 4);
+    }
+    let (input, output) = call(500);
+    let pending = executor.submit(0, sleep, &input, 4, &output).unwrap();
+    let started = Instant::now();
+    drop(pending);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "dropping an unanswered invocation waited {:?}",
+        started.elapsed()
+    );
+    // The next call waits for the dropped one to finish on the executor, then is served.
+    let (input, output) = call(0);
+    let len = executor
+        .execute_on_within(0, sleep, &input, 4, &output, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(len, 4);
+}
+
+/// A blocking call that sleeps on the completion channel instead of polling: right result,
+/// and the calling thread spends almost no CPU time while the function runs.
+#[test]
+fn a_sleeping_call_spends_no_core() {
+    let _serial = serial();
+    let dir = TempDir::new("sleeping");
+    let manager = local_manager(&dir);
+    let code = std::fs::read(native_library()).unwrap();
+    let spec = AllocationSpec {
+        max_payload: 64,
+        wait: rfaas::Wait::Sleep,
+        ..AllocationSpec::default()
+    };
+    let executor = allocate(&manager, &code, &spec).unwrap();
+    let sleep = executor.function("sleep").unwrap();
+    let input = executor.input_buffer(4).unwrap();
+    input.write(&300u32.to_le_bytes()).unwrap();
+    let output = executor.output_buffer(4).unwrap();
+    let (cpu_before, started) = (thread_cpu_time(), Instant::now());
+    assert_eq!(executor.execute(sleep, &input, 4, &output).unwrap(), 4);
+    let (cpu, wall) = (thread_cpu_time() - cpu_before, started.elapsed());
+    assert!(wall >= Duration::from_millis(300), "{wall:?}");
+    assert!(
+        cpu < Duration::from_millis(100),
+        "the sleeping call spent {cpu:?} of CPU in {wall:?}"
+    );
+    echo_once(&executor, 6, 32).unwrap();
+}
+
+/// CPU time of the calling thread so far (from the scheduler's statistics).
+fn thread_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    let ns: u64 = stat.split_whitespace().next().unwrap().parse().unwrap();
+    Duration::from_nanos(ns)
 }
 
 /// A function name the library does not have: one clear error naming the available ones.
