@@ -97,7 +97,7 @@ fn main() -> ExitCode {
             }),)*]
         };
     }
-    let tests = trials![
+    let mut tests = trials![
         sends_and_receives_both_ways,
         write_lands_in_the_peers_region,
         write_with_imm_delivers_the_imm_and_the_length,
@@ -116,6 +116,14 @@ fn main() -> ExitCode {
         a_megabyte_write_with_imm_arrives_intact,
         a_large_write_after_a_refused_one_is_flushed_instead_of_hanging,
     ];
+    // rdma_cm exchanges connection requests in the kernel: no listener of ours reads them.
+    tests.push(
+        Trial::test("strangers_that_say_nothing_delay_no_one", || {
+            strangers_that_say_nothing_delay_no_one();
+            Ok(())
+        })
+        .with_ignored_flag(provider() == ProviderKind::Verbs),
+    );
     libtest_mimic::run(&Arguments::from_args(), tests).exit_code()
 }
 
@@ -891,6 +899,61 @@ fn the_client_sees_the_peer_process_die() {
         (78, None)
     );
 }
+
+/// Connections to the peer's listener that send nothing, half a handshake or garbage: a real
+/// request is answered at once all the same, and the strangers are dropped at their deadline.
+fn strangers_that_say_nothing_delay_no_one() {
+    use std::io::{Read, Write};
+    let (peer, ctx) = setup();
+    let mut strangers = Vec::new();
+    for bytes in [&b""[..], b"", b"", b"RF", b"GET / HTTP/1.1\r\n"] {
+        let mut s = stranger(peer.addr);
+        s.write_all(bytes).unwrap();
+        strangers.push(s);
+    }
+    let started = Instant::now();
+    let c = Client::connect(&ctx, peer.addr);
+    assert_eq!(c.call("ping"), b"pong");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "connecting behind {} strangers took {:?}",
+        strangers.len(),
+        started.elapsed()
+    );
+    for mut s in strangers {
+        let mut byte = [0u8; 1];
+        // Closed: end of stream, or a reset for one whose bytes were never read.
+        match s.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("a stranger was answered or kept: {other:?}"),
+        }
+    }
+}
+
+/// A raw connection to `addr` as the provider under test listens there (a TCP socket, or
+/// shm's abstract Unix socket), with a read timeout beyond the handshake deadline.
+fn stranger(addr: SocketAddr) -> Box<dyn StrangerStream> {
+    use std::os::linux::net::SocketAddrExt;
+    let timeout = Some(Duration::from_secs(10));
+    match provider() {
+        ProviderKind::Shm => {
+            let name = format!("rdmalib-shm/{addr}");
+            let unix = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            let s = std::os::unix::net::UnixStream::connect_addr(&unix).unwrap();
+            s.set_read_timeout(timeout).unwrap();
+            Box::new(s)
+        }
+        _ => {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(timeout).unwrap();
+            Box::new(s)
+        }
+    }
+}
+
+trait StrangerStream: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> StrangerStream for T {}
 
 // ---------------------------------------------------------------------------------------------
 // Blocking waits.

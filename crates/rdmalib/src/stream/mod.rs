@@ -18,6 +18,7 @@
 mod cm;
 mod conn;
 mod engine;
+mod handshake;
 mod shm;
 mod sys;
 mod tcp;

@@ -6,7 +6,7 @@ use crate::types::{Opcode, Status};
 pub(super) const HEADER_LEN: usize = 40;
 
 /// Protocol version, checked in the connection handshake.
-pub(super) const VERSION: u16 = 1;
+pub(super) const VERSION: u16 = 2;
 pub(super) const MAGIC: [u8; 4] = *b"RFTC";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,10 +6,10 @@
 //!
 //! A listener is a Unix socket in the abstract namespace named after its address,
 //! `\0rdmalib-shm/IP:PORT` (port 0: the first free port of the ephemeral range). The handshake
-//! is the tcp provider's ([`super::cm`]: magic, version, private data, accept/reject with
-//! private data). After an accept, the connecting side creates one memfd with two rings
-//! ([`ring`]) and two eventfds, one doorbell per side, and passes all three to the accepting
-//! side with `SCM_RIGHTS`. Both map the memfd `MAP_SHARED`.
+//! is the tcp provider's ([`super::handshake`]: magic, version, private data, accept/reject
+//! with private data). The connecting side creates one memfd with two rings ([`ring`]) and
+//! two eventfds, one doorbell per side, and passes all three with its request (`SCM_RIGHTS`),
+//! so the accepting side never waits for them. Both map the memfd `MAP_SHARED`.
 //!
 //! # Doorbells
 //!
@@ -125,28 +125,55 @@ pub(super) struct ShmTransport {
     peer_gone: AtomicBool,
 }
 
-impl ShmTransport {
-    /// The connecting side, after the peer accepted: creates the shared memory and doorbells
-    /// and passes them over `sock`.
-    pub(super) fn create(sock: UnixStream) -> Result<ShmTransport> {
+/// What the connecting side offers with its connection request: the shared memory and the
+/// doorbells, passed with the request's bytes so the accepting side never waits for them.
+pub(super) struct Offer {
+    memfd: OwnedFd,
+    map: Mapping,
+    own_bell: EventFd,
+    peer_bell: EventFd,
+}
+
+impl Offer {
+    pub(super) fn new() -> Result<Offer> {
         let err = |e| Error::io("setting up shared memory for an shm connection", e);
         let (memfd, map) = Mapping::create().map_err(err)?;
-        let own_bell = EventFd::new().map_err(err)?;
-        let peer_bell = EventFd::new().map_err(err)?;
-        let fds = [
-            memfd.as_raw_fd(),
-            own_bell.fd().as_raw_fd(),
-            peer_bell.fd().as_raw_fd(),
-        ];
-        send_fds(sock.as_fd(), &fds)
-            .map_err(|e| Error::io("passing shared memory to the shm peer", e))?;
-        ShmTransport::finish(sock, map, 0, own_bell, peer_bell)
+        Ok(Offer {
+            memfd,
+            map,
+            own_bell: EventFd::new().map_err(err)?,
+            peer_bell: EventFd::new().map_err(err)?,
+        })
     }
 
-    /// The accepting side: receives the shared memory and doorbells the peer created.
-    pub(super) fn receive(sock: UnixStream) -> Result<ShmTransport> {
-        let err = |e| Error::io("receiving shared memory from the shm peer", e);
-        let mut fds = recv_fds(sock.as_fd()).map_err(err)?;
+    /// Sends `bytes` (the connection request) with the memfd and both doorbells attached.
+    pub(super) fn send_with(&self, sock: &UnixStream, bytes: &[u8]) -> io::Result<()> {
+        let fds = [
+            self.memfd.as_raw_fd(),
+            self.own_bell.fd().as_raw_fd(),
+            self.peer_bell.fd().as_raw_fd(),
+        ];
+        let iov = [IoSlice::new(bytes)];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
+        if sent != bytes.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "the connection request did not fit the socket",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The connecting side's transport, once the peer accepted.
+    pub(super) fn into_transport(self, sock: UnixStream) -> Result<ShmTransport> {
+        ShmTransport::finish(sock, self.map, 0, self.own_bell, self.peer_bell)
+    }
+}
+
+impl ShmTransport {
+    /// The accepting side, from the descriptors that came with the request.
+    pub(super) fn accept(sock: UnixStream, mut fds: Vec<OwnedFd>) -> Result<ShmTransport> {
         if fds.len() != 3 {
             return Err(Error::Protocol(format!(
                 "the shm peer passed {} descriptors instead of 3",
@@ -155,7 +182,8 @@ impl ShmTransport {
         }
         let own_bell = EventFd::from_owned(fds.pop().expect("3 fds"));
         let peer_bell = EventFd::from_owned(fds.pop().expect("3 fds"));
-        let map = Mapping::open(&fds[0]).map_err(err)?;
+        let map = Mapping::open(&fds[0])
+            .map_err(|e| Error::io("mapping the shm peer's shared memory", e))?;
         ShmTransport::finish(sock, map, 1, own_bell, peer_bell)
     }
 
@@ -285,19 +313,14 @@ impl Transport for ShmTransport {
     }
 }
 
-/// Sends `fds` with `SCM_RIGHTS` and one byte of payload.
-fn send_fds(sock: BorrowedFd<'_>, fds: &[RawFd]) -> io::Result<()> {
-    let payload = [1u8];
-    let iov = [IoSlice::new(&payload)];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
-    Ok(())
-}
-
-/// Receives the descriptors [`send_fds`] sent (blocking, within the socket's read timeout).
-fn recv_fds(sock: BorrowedFd<'_>) -> io::Result<Vec<OwnedFd>> {
-    let mut payload = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut payload)];
+/// Reads from `sock` into `buf` (blocking unless the socket is non-blocking), and any
+/// descriptors that came with the bytes into `fds`. `Ok(0)` is end of stream.
+pub(super) fn recv_with_fds(
+    sock: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut iov = [IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([RawFd; 4]);
     let msg = loop {
         match recvmsg::<()>(
@@ -310,17 +333,13 @@ fn recv_fds(sock: BorrowedFd<'_>) -> io::Result<Vec<OwnedFd>> {
             other => break other?,
         }
     };
-    let mut out = Vec::new();
     for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            for fd in fds {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            for fd in received {
                 // SAFETY: SCM_RIGHTS installed `fd` in this process for us; nobody else owns it.
-                out.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }
     }
-    if msg.bytes == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(out)
+    Ok(msg.bytes)
 }
