@@ -122,6 +122,7 @@ impl Client {
             cores: b.numcores,
             memory_mb: b.memory,
             hot_timeout_ms: b.hot_timeout,
+            time_limit_ms: b.time_limit_ms,
             max_payload,
             input_buf_count,
             listen_port: self.config.config.rdma_device_port,

@@ -12,8 +12,9 @@ use rdmalib::{
 };
 use rfaas_protocol::config::ExecutorManagerConfig;
 use rfaas_protocol::control::{
-    AllocationRequest, AllocationResponse, AllocationStatus, BillingRecord, ExecutorExit, Hello,
-    LeaseClosed, MessageKind, Role, billing,
+    AllocationRequest, AllocationResponse, AllocationStatus, BillingRecord, Credential,
+    ExecutorExit, Hello, LeaseClosed, MessageKind, Role, billing, credentials_match,
+    random_credential,
 };
 use rfaas_protocol::mailbox::Mailbox;
 use rfaas_protocol::{ProtocolError, Record};
@@ -25,8 +26,6 @@ use crate::spawn::{Launcher, describe_exit};
 const CLIENT_SLOTS: usize = 4;
 /// How often an idle manager looks for executors that ended.
 const REAP_INTERVAL: Duration = Duration::from_millis(20);
-/// Accounting records (allocation id modulo this picks one).
-const RECORDS: usize = 1024;
 
 struct Client {
     conn: Connection,
@@ -38,6 +37,11 @@ struct Allocation {
     lease_id: u32,
     child: Child,
     started: Instant,
+    /// What the executor presents on its billing connection.
+    billing_token: Credential,
+    /// The counters the executor adds its billing into: a region of its own, so its rkey
+    /// reaches this allocation's record only.
+    account: MemoryRegion,
     /// The executor's billing connection, kept until it exits.
     billing: Option<Connection>,
 }
@@ -51,8 +55,6 @@ pub struct Manager {
     send_cq: CompletionQueue,
     /// Completion queue of the billing connections; never polled (background progress).
     billing_cq: CompletionQueue,
-    /// The accounting records executors add their times into.
-    accounting: MemoryRegion,
     resource_manager: Option<ResourceManagerLink>,
     launcher: Launcher,
     use_docker: bool,
@@ -83,10 +85,6 @@ impl Manager {
         } else {
             Some(ResourceManagerLink::connect(&ctx, &pd, &config.config)?)
         };
-        let accounting = pd.register(
-            RECORDS * billing::RECORD_LEN,
-            Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_ATOMIC,
-        )?;
         tracing::info!("Begin listening at {addr} and processing events!");
         Ok(Manager {
             clients: HashMap::new(),
@@ -95,7 +93,6 @@ impl Manager {
             recv_cq: ctx.create_cq(1024)?,
             send_cq: ctx.create_cq(1024)?,
             billing_cq: ctx.create_cq(64)?,
-            accounting,
             resource_manager,
             launcher,
             use_docker: config.executor.use_docker,
@@ -174,7 +171,7 @@ impl Manager {
                         Err(e) => tracing::warn!("accepting client {peer} failed: {e:#}"),
                     },
                     Ok(hello) if hello.role == Role::ExecutorBilling => {
-                        self.accept_billing(req, hello.allocation_id)
+                        self.accept_billing(req, &hello)
                     }
                     Ok(hello) => {
                         tracing::warn!(
@@ -215,16 +212,27 @@ impl Manager {
         Ok(qp_num)
     }
 
-    /// An executor connects to add its times into its accounting record.
-    fn accept_billing(&mut self, req: rdmalib::ConnectRequest, allocation_id: u32) {
-        let Some(alloc) = self.allocations.get_mut(&allocation_id) else {
-            let _ = req.reject(b"unknown allocation");
-            return;
+    /// An executor connects to add its times into its accounting record; it proves which
+    /// allocation it belongs to with the token this manager gave it.
+    fn accept_billing(&mut self, req: rdmalib::ConnectRequest, hello: &Hello) {
+        let allocation_id = hello.allocation_id;
+        let alloc = match self.allocations.get_mut(&allocation_id) {
+            Some(alloc) if credentials_match(&alloc.billing_token, &hello.credential) => alloc,
+            found => {
+                tracing::warn!(
+                    "rejected a billing connection from {} for allocation {allocation_id}: {}",
+                    req.peer_addr(),
+                    if found.is_some() {
+                        "wrong token"
+                    } else {
+                        "no such allocation"
+                    }
+                );
+                let _ = req.reject(b"not an executor of this manager");
+                return;
+            }
         };
-        let record = self
-            .accounting
-            .remote()
-            .offset(record_offset(allocation_id) as u32);
+        let record = alloc.account.remote();
         let data = BillingRecord {
             addr: record.addr,
             rkey: record.rkey,
@@ -321,11 +329,25 @@ impl Manager {
         }
         let id = self.next_allocation;
         self.next_allocation += 1;
-        let offset = record_offset(id);
-        if let Err(e) = self.accounting.write(offset, &[0; billing::RECORD_LEN]) {
-            tracing::warn!("clearing the accounting record of allocation {id}: {e}");
-        }
-        match self.launcher.spawn(id, request, self.listener.local_addr()) {
+        let (billing_token, account) = match random_credential()
+            .map_err(anyhow::Error::from)
+            .and_then(|t| {
+                let account = self.pd.register(
+                    billing::RECORD_LEN,
+                    Access::LOCAL_WRITE | Access::REMOTE_WRITE | Access::REMOTE_ATOMIC,
+                )?;
+                Ok((t, account))
+            }) {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::error!("allocation {id}: {e:#}");
+                return refuse(AllocationStatus::SpawnFailed, format!("{e:#}"));
+            }
+        };
+        match self
+            .launcher
+            .spawn(id, request, self.listener.local_addr(), &billing_token)
+        {
             Ok(child) => {
                 tracing::info!(
                     "Allocation {id}: {} {} core(s) for {}, executor pid {}",
@@ -341,6 +363,8 @@ impl Manager {
                         lease_id: request.lease_id,
                         child,
                         started: Instant::now(),
+                        billing_token,
+                        account,
                         billing: None,
                     },
                 );
@@ -372,7 +396,14 @@ impl Manager {
                 continue;
             };
             let lifetime = alloc.started.elapsed();
-            let closed = self.billing_of(id, alloc.lease_id, lifetime);
+            let closed = billing_of(&alloc, lifetime);
+            tracing::info!(
+                "Billing of allocation {id}: invocations {}, hot polling {:.3} ms, execution {:.3} ms, allocation {:.3} s",
+                closed.invocations,
+                closed.hot_polling_ns as f64 / 1e6,
+                closed.execution_ns as f64 / 1e6,
+                lifetime.as_secs_f64()
+            );
             if status.success() {
                 tracing::info!(
                     "Executor of allocation {id} finished after {:.3} s: {} invocations, hot polling {:.3} ms, execution {:.3} ms",
@@ -403,22 +434,6 @@ impl Manager {
         }
     }
 
-    /// What an allocation consumed: its lifetime and what its executor added into its record.
-    fn billing_of(&self, id: u32, lease_id: u32, lifetime: Duration) -> LeaseClosed {
-        let counter = |field: u32| {
-            self.accounting
-                .atomic_u64(record_offset(id) + field as usize)
-                .map_or(0, |c| c.load(std::sync::atomic::Ordering::SeqCst))
-        };
-        LeaseClosed {
-            lease_id,
-            allocation_ns: lifetime.as_nanos() as u64,
-            hot_polling_ns: counter(billing::HOT_POLLING_NS),
-            execution_ns: counter(billing::EXECUTION_NS),
-            invocations: counter(billing::INVOCATIONS),
-        }
-    }
-
     fn send(&self, client_qp: u32, kind: MessageKind, payload: &[u8]) {
         let Some(client) = self.clients.get(&client_qp) else {
             return;
@@ -433,8 +448,21 @@ impl Manager {
     }
 }
 
-fn record_offset(allocation_id: u32) -> usize {
-    allocation_id as usize % RECORDS * billing::RECORD_LEN
+/// What an allocation consumed: its lifetime and what its executor added into its record.
+fn billing_of(alloc: &Allocation, lifetime: Duration) -> LeaseClosed {
+    let counter = |field: u32| {
+        alloc
+            .account
+            .atomic_u64(field as usize)
+            .map_or(0, |c| c.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    LeaseClosed {
+        lease_id: alloc.lease_id,
+        allocation_ns: lifetime.as_nanos() as u64,
+        hot_polling_ns: counter(billing::HOT_POLLING_NS),
+        execution_ns: counter(billing::EXECUTION_NS),
+        invocations: counter(billing::INVOCATIONS),
+    }
 }
 
 fn refuse(status: AllocationStatus, message: String) -> AllocationResponse {

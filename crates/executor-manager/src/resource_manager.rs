@@ -50,7 +50,13 @@ impl ResourceManagerLink {
             .context("the configuration names no resource manager")?;
         let send_cq = ctx.create_cq(16)?;
         let recv_cq = ctx.create_cq(64)?;
-        let hello = Hello::executor_manager(config.resource_manager_secret);
+        let secret = &config.resource_manager_secret;
+        if secret.is_the_example() && !address.ip().is_loopback() {
+            tracing::warn!(
+                "the shared secret is the example configuration's 42, and the resource manager is at {address}: set resource_manager_secret to a secret of your own"
+            );
+        }
+        let hello = Hello::executor_manager(secret.digest());
         let conn = ctx
             .connect(
                 pd,

@@ -7,7 +7,10 @@ use std::process::{Child, Command, ExitStatus};
 
 use anyhow::{Context as _, Result};
 use rfaas_protocol::config::ExecutorSection;
-use rfaas_protocol::control::AllocationRequest;
+use rfaas_protocol::control::{
+    AllocationRequest, BILLING_TOKEN_ENV, CLIENT_TOKEN_ENV, Credential, EXIT_MANAGER_LOST,
+    EXIT_TIME_LIMIT, credential_hex,
+};
 
 /// Builds and starts executor processes.
 pub struct Launcher {
@@ -49,13 +52,18 @@ impl Launcher {
     }
 
     /// Starts the executor of one allocation (fork + exec).
+    /// The client's token and `billing_token` go in the environment, where other users cannot
+    /// read them (unlike the command line).
     pub fn spawn(
         &self,
         allocation_id: u32,
         request: &AllocationRequest,
         manager: SocketAddr,
+        billing_token: &Credential,
     ) -> Result<Child> {
         let mut cmd = Command::new(&self.executor);
+        cmd.env(CLIENT_TOKEN_ENV, credential_hex(&request.token))
+            .env(BILLING_TOKEN_ENV, credential_hex(billing_token));
         cmd.arg("--device-database")
             .arg(&self.device_database)
             .args(["--device", &self.device])
@@ -92,6 +100,11 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 /// A sentence for an executor's exit.
 pub fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
+        (Some(EXIT_TIME_LIMIT), _) => {
+            "was stopped by its watchdog: a native function ran past the allocation's time limit"
+                .to_string()
+        }
+        (Some(EXIT_MANAGER_LOST), _) => "stopped: it lost its manager".to_string(),
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "ended".to_string(),

@@ -3,27 +3,43 @@
 //! function library, publishes each thread's input buffer and serves invocations.
 
 mod billing;
+mod meter;
 mod native;
 mod sandbox;
 mod wasm;
+mod watchdog;
 mod worker;
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use function_library::{FunctionLibrary, Kind};
-use rdmalib::{Access, CompletionQueue, Connection, Context, DeviceDatabase, Opcode, QpConfig};
+use rdmalib::{
+    Access, CompletionQueue, Connection, Context, DeviceDatabase, Opcode, QpConfig, SendFlags,
+};
 use rfaas_protocol::Record;
-use rfaas_protocol::control::{Hello, MessageKind, ThreadReady};
+use rfaas_protocol::control::{
+    BILLING_TOKEN_ENV, CLIENT_TOKEN_ENV, Credential, EXIT_MANAGER_LOST, Hello, MessageKind,
+    ThreadReady, parse_credential,
+};
+use rfaas_protocol::invocation::ReturnCode;
 use rfaas_protocol::invocation::{SEND_QUEUE_DEPTH, connection_receives};
 use rfaas_protocol::mailbox::{CODE_WR_ID, Mailbox, SEND_WR_ID};
 
+use crate::billing::Billing;
+use crate::meter::{Meter, Reading, now_ns};
 use crate::native::{NativeLibrary, NativeSandbox};
 use crate::sandbox::{Sandbox, SlotLayout};
-use crate::worker::{Polling, Worker, WorkerStats};
+use crate::watchdog::Watched;
+use crate::worker::{Polling, Worker, answer};
+
+/// Work-request id of the shutdown notices.
+const SHUTDOWN_WR_ID: u64 = u64::MAX - 3;
 
 /// How long the client has to send the code after the executor connected.
 const CODE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,6 +113,7 @@ fn run(args: &Args) -> Result<()> {
         max_payload: args.max_payload as usize,
     };
 
+    let client_token = credential_from_env(CLIENT_TOKEN_ENV)?;
     let receives = connection_receives(layout.slot_count as u32);
     let mut threads = Vec::with_capacity(args.cores as usize);
     for thread in 0..args.cores {
@@ -106,7 +123,7 @@ fn run(args: &Args) -> Result<()> {
             .max_inline_data(device.max_inline_data)
             .max_send_wr(SEND_QUEUE_DEPTH)
             .max_recv_wr(receives);
-        let hello = Hello::executor(args.allocation_id, thread);
+        let hello = Hello::executor(args.allocation_id, thread, client_token);
         let conn = ctx
             .connect(&pd, args.client, &qp, &hello.encode())
             .with_context(|| {
@@ -141,7 +158,49 @@ fn run(args: &Args) -> Result<()> {
     };
     drop(code);
 
-    let mut handles = Vec::with_capacity(threads.len());
+    let (workers, ended) = spawn_workers(threads, sandboxes, &pd, layout, &library, args)?;
+    if args.sandbox == Kind::Native && args.time_limit_ms > 0 {
+        let watched = workers
+            .iter()
+            .map(|w| Watched {
+                meter: w.meter.clone(),
+                conn: w.conn.clone(),
+            })
+            .collect();
+        let limit = Duration::from_millis(u64::from(args.time_limit_ms));
+        watchdog::start(watched, limit, pd.register(1, Access::LOCAL_WRITE)?)
+            .context("starting the watchdog")?;
+    }
+    let total = serve_until_done(&ctx, &pd, &workers, &ended, args)?;
+    tracing::info!(
+        "Allocation {} done: {} invocations, hot polling {:.3} ms, execution {:.3} ms",
+        args.allocation_id,
+        total.invocations,
+        total.hot_polling_ns as f64 / 1e6,
+        total.execution_ns as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// A worker thread started, and what the rest of the executor shares with it.
+struct Started {
+    meter: Arc<Meter>,
+    conn: Arc<Connection>,
+}
+
+/// The worker threads ended with this (index, outcome).
+type Ended = mpsc::Receiver<(usize, Result<()>)>;
+
+fn spawn_workers(
+    threads: Vec<(Connection, CompletionQueue)>,
+    sandboxes: Vec<Box<dyn Sandbox>>,
+    pd: &rdmalib::ProtectionDomain,
+    layout: SlotLayout,
+    library: &FunctionLibrary,
+    args: &Args,
+) -> Result<(Vec<Started>, Ended)> {
+    let (ended_tx, ended) = mpsc::channel();
+    let mut started = Vec::with_capacity(threads.len());
     for (thread, ((conn, cq), sandbox)) in threads.into_iter().zip(sandboxes).enumerate() {
         let ready = ThreadReady {
             thread: thread as u16,
@@ -152,52 +211,124 @@ fn run(args: &Args) -> Result<()> {
             function_count: library.functions().len() as u16,
             error: None,
         };
+        let meter = Arc::new(Meter::default());
+        let conn = Arc::new(conn);
         let worker = Worker {
             thread: thread as u16,
-            conn,
+            conn: conn.clone(),
             cq,
             ready,
-            mailbox: Mailbox::new(&pd, 1, 1)?,
+            mailbox: Mailbox::new(pd, 1, 1)?,
             sandbox,
             layout,
             polling: Polling::from_hot_timeout(args.hot_timeout),
             max_invocations: args.max_invocations,
+            meter: meter.clone(),
         };
-        let pin = args.pin_threads;
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("executor-{thread}"))
-                .spawn(move || {
-                    if pin {
-                        pin_to_core(thread);
-                    }
-                    worker.run()
-                })
-                .context("starting an executor thread")?,
-        );
+        let (pin, ended_tx) = (args.pin_threads, ended_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("executor-{thread}"))
+            .spawn(move || {
+                if pin {
+                    pin_to_core(thread);
+                }
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| worker.run()))
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("executor thread {thread} panicked")));
+                let _ = ended_tx.send((thread, outcome));
+            })
+            .context("starting an executor thread")?;
+        started.push(Started { meter, conn });
     }
-    let mut total = WorkerStats::default();
-    for handle in handles {
-        let stats = handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("an executor thread panicked"))??;
-        total.invocations += stats.invocations;
-        total.hot_polling_ns += stats.hot_polling_ns;
-        total.execution_ns += stats.execution_ns;
+    Ok((started, ended))
+}
+
+/// Waits for the worker threads to end, adding their billing into the manager's record every
+/// [`billing::FLUSH_INTERVAL`]; ends the executor if the manager goes away. The totals.
+fn serve_until_done(
+    ctx: &Context,
+    pd: &rdmalib::ProtectionDomain,
+    workers: &[Started],
+    ended: &Ended,
+    args: &Args,
+) -> Result<Reading> {
+    let total = || {
+        let now = now_ns();
+        workers
+            .iter()
+            .fold(Reading::default(), |sum, w| sum.plus(w.meter.read(now)))
+    };
+    let mut billing = match args.manager {
+        None => None,
+        Some(manager) => {
+            let token = credential_from_env(BILLING_TOKEN_ENV)?;
+            match Billing::connect(ctx, pd, manager, args.allocation_id, token) {
+                Ok(b) => Some(b),
+                Err(e) => manager_lost(pd, workers, &format!("{e:#}")),
+            }
+        }
+    };
+    let mut running = workers.len();
+    let mut failure = None;
+    while running > 0 {
+        match ended.recv_timeout(billing::FLUSH_INTERVAL) {
+            Ok((thread, outcome)) => {
+                running -= 1;
+                if let Err(e) = outcome {
+                    tracing::error!("executor thread {thread}: {e:#}");
+                    failure.get_or_insert(e);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if let Some(b) = &mut billing {
+            if !b.is_connected() {
+                manager_lost(pd, workers, "the billing connection closed");
+            }
+            if let Err(e) = b.flush(total()) {
+                manager_lost(pd, workers, &format!("{e:#}"));
+            }
+        }
     }
-    if let Some(manager) = args.manager
-        && let Err(e) = billing::report(&ctx, &pd, manager, args.allocation_id, &total)
-    {
-        tracing::warn!("billing was not reported: {e:#}");
+    if let Some(b) = billing {
+        b.close();
     }
-    tracing::info!(
-        "Allocation {} done: {} invocations, hot polling {:.3} ms, execution {:.3} ms",
-        args.allocation_id,
-        total.invocations,
-        total.hot_polling_ns as f64 / 1e6,
-        total.execution_ns as f64 / 1e6
-    );
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(total()),
+    }
+}
+
+/// The manager is gone: tell every client, then end.
+fn manager_lost(pd: &rdmalib::ProtectionDomain, workers: &[Started], why: &str) -> ! {
+    tracing::error!("the executor manager went away ({why}); stopping");
+    if let Ok(empty) = pd.register(1, Access::LOCAL_WRITE) {
+        for w in workers {
+            let told = empty.sge(0, 0).and_then(|sge| {
+                answer(
+                    &w.conn,
+                    sge,
+                    SHUTDOWN_WR_ID,
+                    0,
+                    ReturnCode::Shutdown,
+                    SendFlags::SIGNALED.with_solicited(true),
+                )
+            });
+            if let Err(e) = told {
+                tracing::warn!("could not tell a client: {e}");
+            }
+        }
+    }
+    std::thread::sleep(watchdog::LINGER);
+    std::process::exit(EXIT_MANAGER_LOST);
+}
+
+/// A credential the manager passed in the environment variable `var` (64 hex digits).
+fn credential_from_env(var: &str) -> Result<Credential> {
+    let hex = std::env::var(var).with_context(|| {
+        format!("{var} is not set: executors are started by their executor manager, which sets it")
+    })?;
+    parse_credential(&hex).with_context(|| format!("{var} does not hold 64 hex digits"))
 }
 
 /// Receives the function library on thread 0's connection and inspects it.

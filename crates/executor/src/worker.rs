@@ -2,10 +2,13 @@
 //! place, write the result back. Hot (busy polling), warm (sleeping on the completion
 //! channel), or hot for `hot_timeout` ms of idleness and then warm.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use rdmalib::{Completion, CompletionQueue, Connection, Opcode, RemoteBuffer, SendFlags, Status};
+use rdmalib::{
+    Completion, CompletionQueue, Connection, Opcode, RemoteBuffer, SendFlags, Sge, Status,
+};
 use rfaas_protocol::Record;
 use rfaas_protocol::control::{MessageKind, ThreadReady};
 use rfaas_protocol::invocation::{
@@ -15,25 +18,8 @@ use rfaas_protocol::invocation::{
 
 use rfaas_protocol::mailbox::Mailbox;
 
+use crate::meter::Meter;
 use crate::sandbox::{Sandbox, SlotLayout};
-
-/// What one thread did, for billing.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WorkerStats {
-    /// Invocations served.
-    pub invocations: u64,
-    /// Time spent busy-polling for invocations (not running them), in ns.
-    pub hot_polling_ns: u64,
-    /// Time spent running functions, in ns.
-    pub execution_ns: u64,
-}
-
-impl WorkerStats {
-    fn with_hot_wall(mut self, hot_wall_ns: u64) -> Self {
-        self.hot_polling_ns = hot_wall_ns.saturating_sub(self.execution_ns);
-        self
-    }
-}
 
 /// Polling policy from the allocation's `hot_timeout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +45,8 @@ impl Polling {
 
 pub struct Worker<S> {
     pub thread: u16,
-    pub conn: Connection,
+    /// Shared with the executor's main thread and watchdog, which may answer on it.
+    pub conn: Arc<Connection>,
     pub cq: CompletionQueue,
     /// The thread's announcement, sent once its receives are posted.
     pub ready: ThreadReady,
@@ -70,23 +57,21 @@ pub struct Worker<S> {
     pub polling: Polling,
     /// Stop after this many invocations; 0 for no limit.
     pub max_invocations: u64,
+    /// What the thread has done, for billing and the watchdog.
+    pub meter: Arc<Meter>,
 }
 
 impl<S: Sandbox> Worker<S> {
     /// Serves invocations until the client disconnects (or the cap is reached).
-    pub fn run(mut self) -> Result<WorkerStats> {
-        let mut stats = WorkerStats::default();
+    pub fn run(mut self) -> Result<()> {
         // A client that left already makes these posts flush: the loop sees it.
         self.announce()
             .context("announcing the thread to the client")?;
         let mut wcs = [Completion::default(); 16];
-        let mut results_sent = 0u64;
-        // Wall time in hot mode; every execution happens inside it, so hot polling is this
-        // minus the execution time.
-        let mut hot_wall_ns = 0u64;
-        let mut hot_since = Instant::now();
-        let mut last_work = hot_since;
-        loop {
+        let mut served = 0u64;
+        let mut last_work = Instant::now();
+        self.meter.enter_hot(last_work);
+        let outcome = loop {
             let mut n = self.cq.poll(&mut wcs)?;
             if n == 0 {
                 let sleep = match self.polling {
@@ -97,56 +82,65 @@ impl<S: Sandbox> Worker<S> {
                 if !sleep {
                     continue;
                 }
-                hot_wall_ns += hot_since.elapsed().as_nanos() as u64;
+                self.meter.leave_hot(Instant::now());
                 let Some(wc) = self.cq.wait_one(None)? else {
                     continue;
                 };
                 wcs[0] = wc;
                 n = 1;
-                hot_since = Instant::now();
+                self.meter.enter_hot(Instant::now());
             }
-            for wc in &wcs[..n] {
-                if wc.status != Status::Success {
-                    if wc.status != Status::WrFlushError {
-                        tracing::warn!("thread {}: completion failed: {:?}", self.thread, wc);
-                    }
-                    hot_wall_ns += hot_since.elapsed().as_nanos() as u64;
-                    tracing::info!(
-                        "thread {}: client disconnected after {} invocations",
-                        self.thread,
-                        stats.invocations
-                    );
-                    return Ok(stats.with_hot_wall(hot_wall_ns));
+            if let Some(outcome) = self.handle(&wcs[..n], &mut served, &mut last_work)? {
+                break outcome;
+            }
+        };
+        self.meter.leave_hot(Instant::now());
+        tracing::info!("thread {}: {outcome}", self.thread);
+        Ok(())
+    }
+
+    /// Serves the invocations among `wcs` (`served` counts them); why the thread ends, if it
+    /// does.
+    #[inline]
+    fn handle(
+        &mut self,
+        wcs: &[Completion],
+        served: &mut u64,
+        last_work: &mut Instant,
+    ) -> Result<Option<String>> {
+        for wc in wcs {
+            if wc.status != Status::Success {
+                if wc.status != Status::WrFlushError {
+                    tracing::warn!("thread {}: completion failed: {:?}", self.thread, wc);
                 }
-                if wc.opcode != Some(Opcode::RecvRdmaWithImm) {
-                    continue;
-                }
-                let started = Instant::now();
-                let flags = SendFlags::selective(results_sent);
-                let empty = self.sandbox.input().sge(0, 0)?;
-                // On a connection the client has left, both posts flush and the loop ends
-                // at that completion.
-                let sent = self
-                    .conn
-                    .post_recv(wc.wr_id, empty)
-                    .and_then(|()| self.serve(wc, flags))
-                    .context("serving an invocation")?;
-                results_sent += u64::from(sent);
-                let done = Instant::now();
-                stats.execution_ns += (done - started).as_nanos() as u64;
-                stats.invocations += 1;
-                last_work = done;
-                if self.max_invocations > 0 && stats.invocations >= self.max_invocations {
-                    tracing::info!(
-                        "thread {}: reached the cap of {} invocations",
-                        self.thread,
-                        self.max_invocations
-                    );
-                    hot_wall_ns += hot_since.elapsed().as_nanos() as u64;
-                    return Ok(stats.with_hot_wall(hot_wall_ns));
-                }
+                return Ok(Some(format!(
+                    "client disconnected after {served} invocations"
+                )));
+            }
+            if wc.opcode != Some(Opcode::RecvRdmaWithImm) {
+                continue;
+            }
+            let started = Instant::now();
+            let flags = SendFlags::selective(*served);
+            let empty = self.sandbox.input().sge(0, 0)?;
+            // On a connection the client has left, both posts flush and the loop ends at
+            // that completion.
+            self.conn
+                .post_recv(wc.wr_id, empty)
+                .and_then(|()| self.serve(wc, flags, started))
+                .context("serving an invocation")?;
+            *served += 1;
+            let done = Instant::now();
+            self.meter.end(started, done);
+            *last_work = done;
+            if self.max_invocations > 0 && *served >= self.max_invocations {
+                return Ok(Some(format!(
+                    "reached the cap of {} invocations",
+                    self.max_invocations
+                )));
             }
         }
+        Ok(None)
     }
 
     /// Posts the receives, then tells the client where the input slots are (the first
@@ -160,18 +154,33 @@ impl<S: Sandbox> Worker<S> {
             .send(&self.conn, MessageKind::ThreadReady, &self.ready.encode())
     }
 
-    /// Runs one invocation and sends its result; `false` when no result could be sent.
+    /// Runs one invocation and sends its result (a bare return code when it went wrong).
     #[inline]
-    fn serve(&mut self, wc: &Completion, flags: SendFlags) -> rdmalib::Result<bool> {
+    fn serve(
+        &mut self,
+        wc: &Completion,
+        flags: SendFlags,
+        started: Instant,
+    ) -> rdmalib::Result<()> {
         let (id, function, solicited) = parse_invocation_imm(wc.imm.unwrap_or(0));
+        let flags = flags.with_solicited(solicited);
+        self.meter.begin(id, started);
         let slot = id as usize % self.layout.slot_count;
         let len = wc.byte_len as usize;
         if len < INPUT_HEADER_LEN {
             tracing::warn!(
-                "thread {}: invocation {id} has no input header ({len} bytes); dropped",
+                "thread {}: invocation {id} has no input header ({len} bytes)",
                 self.thread
             );
-            return Ok(false);
+            let empty = self.sandbox.input().sge(0, 0)?;
+            return answer(
+                &self.conn,
+                empty,
+                wc.wr_id,
+                id,
+                ReturnCode::BadRequest,
+                flags,
+            );
         }
         let mut header = [0u8; INPUT_HEADER_LEN];
         self.sandbox
@@ -199,9 +208,26 @@ impl<S: Sandbox> Worker<S> {
             rkey: header.result_rkey,
             len: out_len,
         };
-        let flags = flags.with_solicited(solicited);
         self.conn
-            .post_write_with_imm(wc.wr_id, out, remote, result_imm(id, code), flags)?;
-        Ok(true)
+            .post_write_with_imm(wc.wr_id, out, remote, result_imm(id, code), flags)
     }
+}
+
+/// Answers invocation `id` with `code` alone: a zero-length write with immediate, which needs
+/// no valid result address (IB C9-88; the stream providers check nothing for zero bytes).
+/// `empty` is any empty entry of a registered region.
+pub fn answer(
+    conn: &Connection,
+    empty: Sge<'_>,
+    wr_id: u64,
+    id: u16,
+    code: ReturnCode,
+    flags: SendFlags,
+) -> rdmalib::Result<()> {
+    let nowhere = RemoteBuffer {
+        addr: 0,
+        rkey: 0,
+        len: 0,
+    };
+    conn.post_write_with_imm(wr_id, empty, nowhere, result_imm(id, code), flags)
 }

@@ -104,7 +104,7 @@ pub struct ManagerSection {
     pub resource_manager_port: u16,
     /// Secret shared with the resource manager.
     #[serde(default)]
-    pub resource_manager_secret: u32,
+    pub resource_manager_secret: Secret,
     /// Sleep on the completion channel instead of polling for control events.
     #[serde(rename = "rdma-sleep", default = "yes")]
     pub rdma_sleep: bool,
@@ -186,6 +186,9 @@ pub struct BenchmarkSection {
     pub memory: u32,
     /// -1 always hot, 0 always warm, >0 ms of hot polling before sleeping.
     pub hot_timeout: i32,
+    /// Per-invocation time limit in ms that the executor enforces (0 or absent: none).
+    #[serde(default)]
+    pub time_limit_ms: u32,
 }
 
 /// `executors_database.json`: executor managers to use without a resource manager.
@@ -237,7 +240,7 @@ pub struct ResourceManagerSection {
     pub rdma_threads: u32,
     /// Secret executor managers must present.
     #[serde(rename = "rdma-secret", default)]
-    pub rdma_secret: u32,
+    pub rdma_secret: Secret,
     /// Sleep on the completion channel instead of polling.
     #[serde(rename = "rdma-sleep", default = "yes")]
     pub rdma_sleep: bool,
@@ -245,6 +248,68 @@ pub struct ResourceManagerSection {
 
 fn default_node_name() -> String {
     "exec-mgr-node".into()
+}
+
+/// The secret an executor manager shares with the resource manager: a number, as in the
+/// seed's files, or a string of any length. Only its SHA-256 digest travels.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SecretValue", into = "SecretValue")]
+pub struct Secret(String);
+
+/// How a secret is written in a file.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SecretValue {
+    Number(u64),
+    Text(String),
+}
+
+impl From<SecretValue> for Secret {
+    fn from(v: SecretValue) -> Secret {
+        match v {
+            SecretValue::Number(n) => Secret(n.to_string()),
+            SecretValue::Text(s) => Secret(s),
+        }
+    }
+}
+
+impl From<Secret> for SecretValue {
+    fn from(s: Secret) -> SecretValue {
+        match s.0.parse() {
+            Ok(n) => SecretValue::Number(n),
+            Err(_) => SecretValue::Text(s.0),
+        }
+    }
+}
+
+impl Default for Secret {
+    fn default() -> Secret {
+        Secret("0".into())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// A secret from its text (a number is its decimal digits).
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    /// What travels in the executor manager's hello.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.0.as_bytes()).into()
+    }
+
+    /// Whether it is the example configuration's `42`, fine on one host only.
+    pub fn is_the_example(&self) -> bool {
+        self.0 == "42"
+    }
 }
 
 fn yes() -> bool {
@@ -280,6 +345,17 @@ mod tests {
         let r: ResourceManagerConfig =
             serde_json::from_str(&shipped("resource_manager.json")).unwrap();
         assert_eq!(r.config.http_network_port, 5000);
+    }
+
+    #[test]
+    fn secrets_are_numbers_or_strings() {
+        let number: Secret = serde_json::from_str("42").unwrap();
+        let text: Secret = serde_json::from_str(r#""42""#).unwrap();
+        assert_eq!(number.digest(), text.digest());
+        assert!(number.is_the_example());
+        let long: Secret = serde_json::from_str(r#""correct horse battery staple""#).unwrap();
+        assert_ne!(long.digest(), number.digest());
+        assert_eq!(serde_json::to_string(&number).unwrap(), "42");
     }
 
     #[test]

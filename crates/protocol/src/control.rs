@@ -50,6 +50,11 @@ wire_enum! {
     }
 }
 
+/// What a connecting peer proves who it is with: the SHA-256 digest of the shared secret (an
+/// executor manager), the allocation's token (an executor, to its client and to its manager),
+/// or nothing (clients).
+pub type Credential = [u8; 32];
+
 record! {
     /// The connection request's private data (within the 56-byte limit).
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,45 +65,84 @@ record! {
         pub allocation_id: u32,
         /// Executor thread index, or 0.
         pub thread: u16,
-        /// The shared secret for managers, 0 otherwise.
-        pub secret: u32,
+        /// See [`Credential`]; all zero for clients.
+        pub credential: Credential,
     }
 }
 
 const _: () = assert!(
-    Preamble::MAX_LEN + 1 + 4 + 2 + 4 <= rdmalib::MAX_CONNECT_PRIVATE_DATA,
+    Preamble::MAX_LEN + 1 + 4 + 2 + 32 <= rdmalib::MAX_CONNECT_PRIVATE_DATA,
     "a hello must fit a connection request's private data"
 );
 
 impl Hello {
     /// A client connecting to an executor manager or the resource manager.
     pub fn client() -> Hello {
-        Hello::with(Role::Client, 0, 0, 0)
+        Hello::with(Role::Client, 0, 0, [0; 32])
     }
 
-    /// Executor thread `thread` of allocation `allocation_id` connecting back to its client.
-    pub fn executor(allocation_id: u32, thread: u16) -> Hello {
-        Hello::with(Role::Executor, allocation_id, thread, 0)
+    /// Executor thread `thread` of allocation `allocation_id` connecting back to its client,
+    /// with the token the client put in its allocation request.
+    pub fn executor(allocation_id: u32, thread: u16, token: Credential) -> Hello {
+        Hello::with(Role::Executor, allocation_id, thread, token)
     }
 
-    /// An executor manager registering with the resource manager.
-    pub fn executor_manager(secret: u32) -> Hello {
+    /// An executor manager registering with the resource manager, with the shared secret's
+    /// digest.
+    pub fn executor_manager(secret: Credential) -> Hello {
         Hello::with(Role::ExecutorManager, 0, 0, secret)
     }
 
-    /// The executor of allocation `allocation_id` reporting its billing to its manager.
-    pub fn billing(allocation_id: u32) -> Hello {
-        Hello::with(Role::ExecutorBilling, allocation_id, 0, 0)
+    /// The executor of allocation `allocation_id` connecting to its manager for billing, with
+    /// the token the manager gave it.
+    pub fn billing(allocation_id: u32, token: Credential) -> Hello {
+        Hello::with(Role::ExecutorBilling, allocation_id, 0, token)
     }
 
-    fn with(role: Role, allocation_id: u32, thread: u16, secret: u32) -> Hello {
+    fn with(role: Role, allocation_id: u32, thread: u16, credential: Credential) -> Hello {
         Hello {
             role,
             allocation_id,
             thread,
-            secret,
+            credential,
         }
     }
+}
+
+/// Whether two credentials are equal, in time that does not depend on where they differ.
+pub fn credentials_match(a: &Credential, b: &Credential) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// The environment variable in which a manager hands its executor the client's token.
+pub const CLIENT_TOKEN_ENV: &str = "RFAAS_CLIENT_TOKEN";
+/// The environment variable in which a manager hands its executor the billing token.
+pub const BILLING_TOKEN_ENV: &str = "RFAAS_BILLING_TOKEN";
+
+/// A credential as 64 hex digits (for the environment).
+pub fn credential_hex(c: &Credential) -> String {
+    c.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The credential that [`credential_hex`] wrote.
+pub fn parse_credential(hex: &str) -> Option<Credential> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut c = [0u8; 32];
+    for (i, byte) in c.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(c)
+}
+
+/// A fresh random credential (from the kernel's random source).
+pub fn random_credential() -> std::io::Result<Credential> {
+    use std::io::Read;
+    let mut token = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut token)?;
+    Ok(token)
 }
 
 wire_enum! {
@@ -169,10 +213,13 @@ record! {
         pub memory_mb: u32,
         /// Sandbox of the code.
         pub sandbox: Kind,
-        /// Per-invocation time limit in ms for wasm functions; 0 for none.
+        /// Per-invocation time limit in ms (wasm and native); 0 for none.
         pub time_limit_ms: u32,
         /// Where the executor connects back to.
         pub client: SocketAddr,
+        /// What the executor's threads present when they connect back, so the client takes
+        /// no stranger for its executor.
+        pub token: Credential,
     }
 }
 
@@ -257,19 +304,26 @@ record! {
     }
 }
 
+/// Exit status of an executor whose watchdog stopped it: a native function ran past the
+/// allocation's time limit.
+pub const EXIT_TIME_LIMIT: i32 = 124;
+/// Exit status of an executor that stopped because its manager went away.
+pub const EXIT_MANAGER_LOST: i32 = 125;
+
 impl fmt::Display for ExecutorExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.signal {
-            Some(sig) => write!(
+        let id = self.allocation_id;
+        match (self.signal, self.status) {
+            (Some(sig), _) => write!(f, "executor of allocation {id} was killed by signal {sig}"),
+            (None, EXIT_TIME_LIMIT) => write!(
                 f,
-                "executor of allocation {} was killed by signal {sig}",
-                self.allocation_id
+                "executor of allocation {id} was stopped: a native function ran past the allocation's time limit"
             ),
-            None => write!(
+            (None, EXIT_MANAGER_LOST) => write!(
                 f,
-                "executor of allocation {} exited with status {}",
-                self.allocation_id, self.status
+                "executor of allocation {id} stopped: its executor manager went away"
             ),
+            (None, status) => write!(f, "executor of allocation {id} exited with status {status}"),
         }
     }
 }
@@ -411,6 +465,7 @@ mod tests {
             sandbox: Kind::Wasm,
             time_limit_ms: 1000,
             client: "127.0.0.1:10006".parse().unwrap(),
+            token: [9; 32],
         };
         assert_eq!(AllocationRequest::decode(&req.encode()).unwrap(), req);
         let ready = ThreadReady::failed(1, "bad module");
@@ -421,7 +476,7 @@ mod tests {
             status: -1,
         };
         assert_eq!(ExecutorExit::decode(&exit.encode()).unwrap(), exit);
-        let hello = Hello::executor(77, 3);
+        let hello = Hello::executor(77, 3, [7; 32]);
         assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
         // Padded as private data arrives over IB and RoCE.
         let mut padded = hello.encode();
@@ -475,5 +530,18 @@ mod tests {
             })
         );
         assert_eq!(MessageKind::from_raw(12), None);
+    }
+
+    #[test]
+    fn credentials_compare_whole() {
+        let a = [1u8; 32];
+        let mut b = a;
+        assert!(credentials_match(&a, &b));
+        b[31] ^= 1;
+        assert!(!credentials_match(&a, &b));
+        assert_ne!(random_credential().unwrap(), random_credential().unwrap());
+        let t = random_credential().unwrap();
+        assert_eq!(parse_credential(&credential_hex(&t)), Some(t));
+        assert_eq!(parse_credential("00"), None);
     }
 }

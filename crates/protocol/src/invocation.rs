@@ -103,6 +103,9 @@ wire_enum! {
         BadRequest = 6,
         /// The executor is not ready (its sandbox failed and is being rebuilt).
         Unavailable = 7,
+        /// The executor is shutting down (its manager went away); sent once per thread, not
+        /// for one invocation, and the client treats the executor as gone.
+        Shutdown = 8,
     }
 }
 
@@ -120,6 +123,7 @@ impl ReturnCode {
             ReturnCode::Timeout => "the function ran past the allocation's time limit",
             ReturnCode::BadRequest => "the invocation was malformed",
             ReturnCode::Unavailable => "the executor thread is not ready",
+            ReturnCode::Shutdown => "the executor is shutting down",
         }
     }
 }
@@ -162,7 +166,7 @@ mod tests {
         assert_eq!(parse_invocation_imm(imm), (0xbeef, 5, true));
         assert_eq!(parse_result_imm(result_imm(7, ReturnCode::Trap)), (7, 4));
         assert_eq!(ReturnCode::from_raw(4), Some(ReturnCode::Trap));
-        assert_eq!(ReturnCode::from_raw(8), None);
+        assert_eq!(ReturnCode::from_raw(9), None);
     }
 
     #[test]

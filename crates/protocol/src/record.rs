@@ -154,6 +154,17 @@ impl Field for SocketAddr {
     }
 }
 
+/// Raw bytes of a fixed length.
+impl<const N: usize> Field for [u8; N] {
+    const MAX_LEN: usize = N;
+    fn put(&self, w: &mut Writer) {
+        w.bytes(self);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        r.array()
+    }
+}
+
 /// A presence byte (0 or 1), then the value if present.
 impl<T: Field> Field for Option<T> {
     const MAX_LEN: usize = 1 + T::MAX_LEN;

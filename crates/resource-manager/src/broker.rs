@@ -10,9 +10,10 @@ use rdmalib::{
     CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, Listener, Opcode,
     ProtectionDomain, QpConfig,
 };
+use rfaas_protocol::config::Secret;
 use rfaas_protocol::control::{
-    Hello, LeaseAck, LeaseClosed, LeaseNotice, LeaseRequest, LeaseResponse, LeaseStatus,
-    MessageKind, NodeRegistration, Role,
+    Credential, Hello, LeaseAck, LeaseClosed, LeaseNotice, LeaseRequest, LeaseResponse,
+    LeaseStatus, MessageKind, NodeRegistration, Role, credentials_match,
 };
 use rfaas_protocol::mailbox::Mailbox;
 use rfaas_protocol::{ProtocolError, Record};
@@ -52,7 +53,8 @@ pub struct Broker {
     /// Managers that registered a node the registry does not know (yet).
     unknown_nodes: HashMap<u32, String>,
     registry: Registry,
-    secret: u32,
+    /// The digest executor managers must present.
+    secret: Credential,
     /// Sleep on the completion channel when idle (`rdma-sleep`), else poll.
     sleep: bool,
     listener: Listener,
@@ -66,7 +68,7 @@ impl Broker {
     pub fn start(
         device: &DeviceConfig,
         port: u16,
-        secret: u32,
+        secret: &Secret,
         sleep: bool,
         registry: Registry,
     ) -> Result<Broker> {
@@ -77,13 +79,18 @@ impl Broker {
             .with_context(|| format!("listening on device {}", device.name))?;
         let addr = listener.local_addr();
         tracing::info!("Listening on device {}, port {}", device.name, addr.port());
+        if secret.is_the_example() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                "the shared secret is the example configuration's 42, and this resource manager listens on {addr}: anybody who reads the examples can register a node; set rdma-secret"
+            );
+        }
         tracing::info!("Begin listening at {addr} and processing events!");
         Ok(Broker {
             peers: HashMap::new(),
             pending: HashMap::new(),
             unknown_nodes: HashMap::new(),
             registry,
-            secret,
+            secret: secret.digest(),
             sleep,
             listener,
             send_cq: ctx.create_cq(1024)?,
@@ -131,7 +138,10 @@ impl Broker {
             CmEvent::ConnectRequest(req) => {
                 let peer = req.peer_addr();
                 let kind = match Hello::decode(req.private_data()) {
-                    Ok(h) if h.role == Role::ExecutorManager && h.secret != self.secret => {
+                    Ok(h)
+                        if h.role == Role::ExecutorManager
+                            && !credentials_match(&h.credential, &self.secret) =>
+                    {
                         tracing::warn!("rejected the executor manager at {peer}: wrong secret");
                         let _ = req.reject(b"wrong secret");
                         return;

@@ -95,7 +95,7 @@ fn run(args: &Args) -> Result<()> {
     let broker = broker::Broker::start(
         &device,
         c.rdma_device_port,
-        c.rdma_secret,
+        &c.rdma_secret,
         c.rdma_sleep,
         registry.clone(),
     )?;

@@ -11,8 +11,8 @@ use rdmalib::{
 use rfaas_protocol::MAX_MESSAGE_LEN;
 use rfaas_protocol::Record;
 use rfaas_protocol::control::{
-    AllocationRequest, AllocationResponse, AllocationStatus, ExecutorExit, Hello, MessageKind,
-    Role, ThreadReady, private_text,
+    AllocationRequest, AllocationResponse, AllocationStatus, Credential, ExecutorExit, Hello,
+    MessageKind, Role, ThreadReady, credentials_match, private_text,
 };
 use rfaas_protocol::mailbox::{CODE_WR_ID, Mailbox};
 
@@ -25,6 +25,8 @@ pub(crate) struct Handshake<'a> {
     pub pd: &'a ProtectionDomain,
     pub manager: &'a ManagerLink,
     pub allocation_id: u32,
+    /// What the allocation's executor threads present when they connect back.
+    pub token: Credential,
     pub spec: &'a AllocationSpec,
 }
 
@@ -61,13 +63,20 @@ impl Handshake<'_> {
                 Ok(h)
                     if h.role == Role::Executor
                         && h.allocation_id == self.allocation_id
-                        && h.thread < cores =>
+                        && h.thread < cores
+                        && credentials_match(&h.credential, &self.token) =>
                 {
                     h.thread as usize
                 }
                 Ok(h) => {
+                    let peer = req.peer_addr();
                     let _ = req.reject(b"unexpected connection");
-                    tracing::warn!("rejected a connection that is not ours: {h:?}");
+                    tracing::warn!(
+                        "rejected a connection from {peer} that is not our executor's ({:?} of allocation {}, thread {})",
+                        h.role,
+                        h.allocation_id,
+                        h.thread
+                    );
                     continue;
                 }
                 Err(e) => {

@@ -242,6 +242,12 @@ impl Inner {
             tracing::debug!("reposting a receive failed: {e}");
         }
         let (id, code) = parse_result_imm(wc.imm.unwrap_or(0));
+        if code == ReturnCode::Shutdown as u16 {
+            self.mark_lost(format!(
+                "executor thread {thread} shut down: its executor manager went away"
+            ));
+            return;
+        }
         let rs = &self.slots[t.result_slot(id)];
         if rs.id.load(Ordering::Relaxed) != u32::from(id) {
             tracing::warn!("result for unknown invocation {id} on thread {thread}; ignored");

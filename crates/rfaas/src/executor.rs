@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdmalib::{Access, QpConfig};
-use rfaas_protocol::control::AllocationRequest;
+use rfaas_protocol::control::{AllocationRequest, random_credential};
 use rfaas_protocol::invocation::{SEND_QUEUE_DEPTH, connection_receives};
 
 use crate::allocation::{Handshake, ManagerLink};
@@ -59,6 +59,8 @@ impl Executor {
         let manager = ManagerLink::connect(ctx, &pd, lease, spec.timeout)?;
         times.connect = started.elapsed();
 
+        let token = random_credential()
+            .map_err(|e| Error::InvalidArgument(format!("no random source for a token: {e}")))?;
         let request = AllocationRequest {
             lease_id: lease.lease_id,
             cores: spec.cores,
@@ -70,6 +72,7 @@ impl Executor {
             sandbox,
             time_limit_ms: spec.time_limit_ms,
             client: listener.local_addr(),
+            token,
         };
         let allocation_id = manager.request(&request, lease, spec.timeout)?;
         times.submit = started.elapsed() - times.connect;
@@ -88,6 +91,7 @@ impl Executor {
             pd: &pd,
             manager: &manager,
             allocation_id,
+            token,
             spec,
         };
         let (conns, ready_buf) = handshake.accept_threads(&listener, &qp)?;

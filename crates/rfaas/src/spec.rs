@@ -21,7 +21,10 @@ pub struct AllocationSpec {
     pub max_payload: u32,
     /// Input slots per thread: calls that may be in flight on one thread.
     pub input_buf_count: u16,
-    /// Per-invocation time limit for wasm functions (0: none).
+    /// Per-invocation time limit the executor enforces (0: none): a wasm function is
+    /// interrupted and answers [`ReturnCode::Timeout`](crate::ReturnCode::Timeout); a native
+    /// one answers it too, and its executor is stopped, since native code cannot be
+    /// interrupted safely.
     pub time_limit_ms: u32,
     /// Sandbox; detected from the code when `None`.
     pub sandbox: Option<Kind>,

@@ -7,6 +7,7 @@
 //! tcp, on shm, and on verbs in the SoftRoCE guest.
 
 mod deployment;
+mod faults;
 mod harness;
 mod native;
 mod wasm;
