@@ -54,7 +54,13 @@ pub fn install_shutdown_handler() {
     }
 }
 
-/// Whether a shutdown signal arrived.
+/// Whether a shutdown signal arrived, or [`request_shutdown`] was called.
 pub fn shutdown_requested() -> bool {
     STOP.load(Ordering::SeqCst)
+}
+
+/// Asks every loop that checks [`shutdown_requested`] to end, as a signal would: for a part
+/// of a daemon that failed and takes the rest down with it.
+pub fn request_shutdown() {
+    STOP.store(true, Ordering::SeqCst);
 }

@@ -41,6 +41,8 @@ fn run(args: &Args) -> Result<()> {
     let device = devices.get_or_first(&config.config.rdma_device)?.clone();
     let device_database = std::fs::canonicalize(&args.device_database)
         .with_context(|| format!("resolving {}", args.device_database))?;
+    rfaas_protocol::control::check_node_name(&config.config.node_name)
+        .map_err(|why| anyhow::anyhow!("{}: node_name: {why}", args.config))?;
     if !args.skip_resource_manager && config.config.resource_manager_address.is_empty() {
         anyhow::bail!(
             "no resource_manager_address in {}; set it, or pass --skip-resource-manager for a deployment without one",

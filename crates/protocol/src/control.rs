@@ -328,6 +328,30 @@ impl fmt::Display for ExecutorExit {
     }
 }
 
+/// Longest node name.
+pub const MAX_NODE_NAME_LEN: usize = 64;
+
+/// Checks a node name: 1 to [`MAX_NODE_NAME_LEN`] bytes, no spaces or control characters at
+/// either end, no control characters inside. The error says what is wrong.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("a node name must not be empty".into());
+    }
+    if name.len() > MAX_NODE_NAME_LEN {
+        return Err(format!(
+            "node name {:?}… has {} bytes; at most {MAX_NODE_NAME_LEN} are allowed",
+            name.chars().take(16).collect::<String>(),
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) || name.trim() != name {
+        return Err(format!(
+            "node name {name:?} has control characters or surrounding spaces"
+        ));
+    }
+    Ok(())
+}
+
 record! {
     /// An executor manager tells the resource manager which node it serves.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -530,6 +554,14 @@ mod tests {
             })
         );
         assert_eq!(MessageKind::from_raw(12), None);
+    }
+
+    #[test]
+    fn node_names_are_bounded() {
+        assert!(check_node_name("exec-mgr-node").is_ok());
+        for bad in ["", "  ", " padded", "tab\there", &"n".repeat(MAX_NODE_NAME_LEN + 1)] {
+            assert!(check_node_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

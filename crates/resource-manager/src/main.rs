@@ -100,6 +100,10 @@ fn run(args: &Args) -> Result<()> {
         registry.clone(),
     )?;
     let served = broker.run();
+    if served.is_err() {
+        // The RDMA side failed: the HTTP side ends with it instead of waiting for a signal.
+        rfaas_cli::request_shutdown();
+    }
     if let Err(e) = runtime.block_on(http) {
         tracing::warn!("the HTTP interface ended badly: {e}");
     }

@@ -268,11 +268,8 @@ impl Inner {
 
 fn validate(name: &str, spec: &NodeSpec) -> Result<(), RegistryError> {
     let invalid = |msg: String| Err(RegistryError::InvalidSpec(msg));
-    if name.trim().is_empty() {
-        return invalid("node name must not be empty".into());
-    }
-    if name.chars().any(char::is_control) {
-        return invalid(format!("node name {name:?} contains control characters"));
+    if let Err(why) = rfaas_protocol::control::check_node_name(name) {
+        return invalid(why);
     }
     if spec.ip_address.parse::<IpAddr>().is_err() {
         return invalid(format!(

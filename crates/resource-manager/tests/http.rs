@@ -308,6 +308,8 @@ fn json_that_is_not_a_node_spec_is_422() {
     )
     .error(422);
     assert!(msg.contains("cores"), "{msg}");
+    let msg = add(&s, &"n".repeat(65), TUTORIAL_BODY, &[]).error(422);
+    assert!(msg.contains("at most 64"), "{msg}");
     assert!(s.registry.nodes().is_empty());
 }
 
