@@ -559,7 +559,13 @@ mod tests {
     #[test]
     fn node_names_are_bounded() {
         assert!(check_node_name("exec-mgr-node").is_ok());
-        for bad in ["", "  ", " padded", "tab\there", &"n".repeat(MAX_NODE_NAME_LEN + 1)] {
+        for bad in [
+            "",
+            "  ",
+            " padded",
+            "tab\there",
+            &"n".repeat(MAX_NODE_NAME_LEN + 1),
+        ] {
             assert!(check_node_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -455,6 +455,132 @@ fn zero_copy_over_a_tcp_connection() {
     client.join().unwrap();
 }
 
+/// The worker loop with the real sandbox over a real tcp connection: a write too short for
+/// the input header is answered with `BadRequest`, and the next invocation is served.
+#[test]
+fn the_worker_answers_a_short_invocation_with_bad_request() {
+    use std::sync::Arc;
+
+    use rfaas_protocol::Record;
+    use rfaas_protocol::control::{MessageKind, ThreadReady};
+    use rfaas_protocol::invocation::{
+        INPUT_HEADER_LEN, InputHeader, invocation_imm, parse_result_imm,
+    };
+    use rfaas_protocol::mailbox::Mailbox;
+
+    use crate::meter::Meter;
+    use crate::worker::{Polling, Worker};
+
+    let (tx_addr, rx_addr) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let ctx = Context::open(&dev()).unwrap();
+        let pd = ctx.alloc_pd().unwrap();
+        let cq = ctx.create_cq(16).unwrap();
+        let mr = pd.register(1 << 16, Access::ALL).unwrap();
+        let listener = ctx.listen(0).unwrap();
+        tx_addr.send(listener.local_addr()).unwrap();
+        let req = loop {
+            if let Some(CmEvent::ConnectRequest(req)) = listener.get_event(T).unwrap() {
+                break req;
+            }
+        };
+        let conn = req.accept(&pd, &QpConfig::new(&cq, &cq), b"").unwrap();
+        // The announcement, then one receive per result.
+        conn.post_recv(0, mr.sge(0, 512).unwrap()).unwrap();
+        let wc = cq.wait_one(T).unwrap().expect("the thread's announcement");
+        assert_eq!(wc.imm, Some(MessageKind::ThreadReady as u32), "{wc:?}");
+        let mut raw = vec![0u8; wc.byte_len as usize];
+        mr.read(0, &mut raw).unwrap();
+        let ready = ThreadReady::decode(&raw).unwrap();
+        let input = RemoteBuffer {
+            addr: ready.input_addr,
+            rkey: ready.input_rkey,
+            len: ready.slot_size * u32::from(ready.slot_count),
+        };
+        let result_of = |wc: rdmalib::Completion| parse_result_imm(wc.imm.unwrap());
+        let wait_result = || loop {
+            let wc = cq.wait_one(T).unwrap().expect("a completion");
+            assert!(wc.is_ok(), "{wc:?}");
+            if wc.opcode == Some(Opcode::RecvRdmaWithImm) {
+                return wc;
+            }
+        };
+        // Four bytes: no room for the 12-byte header.
+        conn.post_recv(1, mr.sge(0, 0).unwrap()).unwrap();
+        conn.post_write_with_imm(
+            1,
+            mr.sge(1024, 4).unwrap(),
+            input,
+            invocation_imm(5, 0, false),
+            SendFlags::SIGNALED,
+        )
+        .unwrap();
+        let wc = wait_result();
+        assert_eq!(result_of(wc), (5, ReturnCode::BadRequest as u16));
+        assert_eq!(wc.byte_len, 0);
+        // A proper call of `empty` on the same thread.
+        let header = InputHeader {
+            result_addr: mr.remote().offset(4096).addr,
+            result_rkey: mr.rkey(),
+        };
+        mr.write(1024, &header.encode()).unwrap();
+        mr.write(1024 + INPUT_HEADER_LEN, b"after").unwrap();
+        conn.post_recv(2, mr.sge(0, 0).unwrap()).unwrap();
+        let empty = FunctionLibrary::inspect(functions_wasm())
+            .unwrap()
+            .index_of("empty")
+            .unwrap();
+        conn.post_write_with_imm(
+            2,
+            mr.sge(1024, INPUT_HEADER_LEN + 5).unwrap(),
+            // Invocation 6 goes into slot 6 % slot_count.
+            input.offset(ready.slot_size * (6 % u32::from(ready.slot_count))),
+            invocation_imm(6, empty, false),
+            SendFlags::SIGNALED,
+        )
+        .unwrap();
+        let wc = wait_result();
+        assert_eq!((result_of(wc), wc.byte_len), ((6, 0), 5));
+        let mut back = [0u8; 5];
+        mr.read(4096, &mut back).unwrap();
+        assert_eq!(&back, b"after");
+    });
+
+    let ctx = Context::open(&dev()).unwrap();
+    let pd = ctx.alloc_pd().unwrap();
+    let cq = ctx.create_cq(32).unwrap();
+    let f = Functions::new(&pd, 0);
+    let addr = rx_addr.recv().unwrap();
+    let conn = ctx
+        .connect(&pd, addr, &QpConfig::new(&cq, &cq), b"executor")
+        .unwrap();
+    let ready = ThreadReady {
+        thread: 0,
+        input_addr: f.sandbox.input().addr(),
+        input_rkey: f.sandbox.input().rkey(),
+        slot_size: LAYOUT.slot_size() as u32,
+        slot_count: LAYOUT.slot_count as u16,
+        function_count: f.library.functions().len() as u16,
+        error: None,
+    };
+    let worker = Worker {
+        thread: 0,
+        conn: Arc::new(conn),
+        cq,
+        ready,
+        mailbox: Mailbox::new(&pd, 1, 1).unwrap(),
+        sandbox: f.sandbox,
+        layout: LAYOUT,
+        polling: Polling::Warm,
+        max_invocations: 0,
+        meter: Arc::new(Meter::default()),
+    };
+    let served = std::thread::spawn(move || worker.run());
+    client.join().unwrap();
+    // The client left: the worker ends on its own.
+    served.join().unwrap().unwrap();
+}
+
 #[test]
 fn second_build_is_a_cache_hit() {
     let (_ctx, pd) = pd();
