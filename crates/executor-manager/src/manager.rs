@@ -10,7 +10,7 @@ use rdmalib::{
     Access, CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig, Listener,
     MemoryRegion, Opcode, ProtectionDomain, QpConfig,
 };
-use rfaas_protocol::config::ExecutorManagerConfig;
+use rfaas_protocol::config::{ExecutorManagerConfig, ManagerSection};
 use rfaas_protocol::control::{
     AllocationRequest, AllocationResponse, AllocationStatus, BillingRecord, Credential,
     ExecutorExit, Hello, LeaseClosed, MessageKind, Role, billing, credentials_match,
@@ -26,6 +26,12 @@ use crate::spawn::{Launcher, describe_exit};
 const CLIENT_SLOTS: usize = 4;
 /// How often an idle manager looks for executors that ended.
 const REAP_INTERVAL: Duration = Duration::from_millis(20);
+/// How long the resource manager may take to answer at start.
+const RM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a manager that lost its resource manager tries to register again, and how long
+/// each try may take (the event loop waits for it).
+const RM_RETRY: Duration = Duration::from_secs(1);
+const RM_RETRY_TIMEOUT: Duration = Duration::from_millis(500);
 
 struct Client {
     conn: Connection,
@@ -56,6 +62,10 @@ pub struct Manager {
     /// Completion queue of the billing connections; never polled (background progress).
     billing_cq: CompletionQueue,
     resource_manager: Option<ResourceManagerLink>,
+    /// Where the resource manager is (`None` with `--skip-resource-manager`), and when to try
+    /// to register again after the link broke.
+    rm_config: Option<ManagerSection>,
+    rm_retry_at: Instant,
     launcher: Launcher,
     use_docker: bool,
     /// Sleep on the completion channel when idle (`rdma-sleep`), else poll.
@@ -63,7 +73,7 @@ pub struct Manager {
     max_inline_data: u32,
     next_allocation: u32,
     pd: ProtectionDomain,
-    _ctx: Context,
+    ctx: Context,
 }
 
 impl Manager {
@@ -80,10 +90,15 @@ impl Manager {
             .with_context(|| format!("listening on device {}", device.name))?;
         let addr = listener.local_addr();
         tracing::info!("Listening on device {}, port {}", device.name, addr.port());
-        let resource_manager = if skip_resource_manager {
-            None
-        } else {
-            Some(ResourceManagerLink::connect(&ctx, &pd, &config.config)?)
+        let rm_config = (!skip_resource_manager).then(|| config.config.clone());
+        let resource_manager = match &rm_config {
+            None => None,
+            Some(c) => Some(ResourceManagerLink::connect(
+                &ctx,
+                &pd,
+                c,
+                RM_CONNECT_TIMEOUT,
+            )?),
         };
         tracing::info!("Begin listening at {addr} and processing events!");
         Ok(Manager {
@@ -94,13 +109,15 @@ impl Manager {
             send_cq: ctx.create_cq(1024)?,
             billing_cq: ctx.create_cq(64)?,
             resource_manager,
+            rm_config,
+            rm_retry_at: Instant::now(),
             launcher,
             use_docker: config.executor.use_docker,
             sleep: config.config.rdma_sleep,
             max_inline_data: device.max_inline_data,
             next_allocation: 1,
             pd,
-            _ctx: ctx,
+            ctx,
         })
     }
 
@@ -115,6 +132,7 @@ impl Manager {
             busy |= self.poll_messages(&mut wcs)?;
             while self.send_cq.poll(&mut wcs)? > 0 {}
             self.reap();
+            self.reconnect_resource_manager();
             if !busy && self.sleep {
                 // Arm, then look once more: what arrived before arming would not wake us.
                 self.recv_cq.req_notify(false)?;
@@ -153,8 +171,11 @@ impl Manager {
             match link.poll() {
                 Ok(any) => from_link = any,
                 Err(e) => {
-                    tracing::error!("{e:#}; leases can no longer be checked or reported");
+                    tracing::error!(
+                        "{e:#}; registering again every {RM_RETRY:?} (leases cannot be checked or reported until then)"
+                    );
                     self.resource_manager = None;
+                    self.rm_retry_at = Instant::now() + RM_RETRY;
                 }
             }
         }
@@ -377,6 +398,26 @@ impl Manager {
             Err(e) => {
                 tracing::error!("allocation {id}: {e:#}");
                 refuse(AllocationStatus::SpawnFailed, format!("{e:#}"))
+            }
+        }
+    }
+
+    /// Registers with the resource manager again once it is back.
+    fn reconnect_resource_manager(&mut self) {
+        let Some(config) = &self.rm_config else {
+            return;
+        };
+        if self.resource_manager.is_some() || Instant::now() < self.rm_retry_at {
+            return;
+        }
+        match ResourceManagerLink::connect(&self.ctx, &self.pd, config, RM_RETRY_TIMEOUT) {
+            Ok(link) => {
+                tracing::info!("Registered with the resource manager again");
+                self.resource_manager = Some(link);
+            }
+            Err(e) => {
+                tracing::debug!("the resource manager is still away: {e:#}");
+                self.rm_retry_at = Instant::now() + RM_RETRY;
             }
         }
     }

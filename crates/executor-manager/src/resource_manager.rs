@@ -39,11 +39,13 @@ pub struct ResourceManagerLink {
 }
 
 impl ResourceManagerLink {
-    /// Connects with the shared secret and registers `node_name`.
+    /// Connects with the shared secret and registers `node_name`, waiting at most `timeout`
+    /// for the resource manager to answer.
     pub fn connect(
         ctx: &Context,
         pd: &ProtectionDomain,
         config: &ManagerSection,
+        timeout: Duration,
     ) -> Result<ResourceManagerLink> {
         let address = config
             .resource_manager()?
@@ -61,7 +63,9 @@ impl ResourceManagerLink {
             .connect(
                 pd,
                 address,
-                &QpConfig::new(&send_cq, &recv_cq).max_recv_wr(SLOTS as u32),
+                &QpConfig::new(&send_cq, &recv_cq)
+                    .max_recv_wr(SLOTS as u32)
+                    .timeout(timeout),
                 &hello.encode(),
             )
             .map_err(|e| match e {

@@ -18,17 +18,21 @@ struct ResourceManager {
 }
 
 fn start_resource_manager(dir: &TempDir) -> ResourceManager {
+    start_resource_manager_with(dir, 0, &[])
+}
+
+/// A resource manager on RDMA port `port` (0: any), with `extra` arguments.
+fn start_resource_manager_with(dir: &TempDir, port: u16, extra: &[&str]) -> ResourceManager {
     let devices = test_devices(dir);
     let mut config = shipped_config("resource_manager.json");
     config["config"]["rdma_device"] = device_name().into();
-    config["config"]["rdma_device_port"] = 0.into();
+    config["config"]["rdma_device_port"] = port.into();
     config["config"]["http_network_address"] = "127.0.0.1".into();
     config["config"]["http_network_port"] = 0.into();
     let config = dir.write_json("resource_manager.json", &config);
-    let daemon = Daemon::start(
-        "resource_manager",
-        &["-c", arg(&config), "--device-database", arg(&devices)],
-    );
+    let mut args = vec!["-c", arg(&config), "--device-database", arg(&devices)];
+    args.extend_from_slice(extra);
+    let daemon = Daemon::start("resource_manager", &args);
     let rdma = daemon.address_after("Begin listening at ");
     let http = daemon.address_after("HTTP interface listening on ");
     ResourceManager { daemon, rdma, http }
@@ -259,4 +263,64 @@ fn a_manager_that_dies_holding_a_lease_releases_it() {
         Err(Error::NoResources(msg)) => assert!(msg.contains("cannot lease"), "{msg}"),
         other => panic!("a node without a manager must not be leased, got {other:?}"),
     }
+}
+
+/// A resource manager restarted with the node list it wrote when it shut down (`-o`, then
+/// `-i`): its executor manager registers again by itself, and the node is leased again.
+#[test]
+fn a_restarted_resource_manager_gets_its_manager_back() {
+    let _serial = serial();
+    let dir = TempDir::new("rm-restart");
+    let saved = dir.path("saved_executors.json");
+    let first = start_resource_manager_with(&dir, 0, &["-o", arg(&saved)]);
+    let manager = Manager::start(
+        &manager_config(&dir, &first, 42),
+        &dir.path("devices.json"),
+        &[],
+    );
+    let (status, body) = add_node(&first, &manager);
+    assert_eq!(status, "201", "{body}");
+    assert!(
+        first
+            .daemon
+            .wait_for_log("exec-mgr-node is now registered", Duration::from_secs(10)),
+        "{}",
+        first.daemon.log()
+    );
+    let port = first.rdma.port();
+    let mut first = first;
+    first.daemon.terminate();
+    assert!(
+        first.daemon.wait_exit(Duration::from_secs(10)).is_some(),
+        "the resource manager did not shut down"
+    );
+    assert!(saved.is_file(), "{}", first.daemon.log());
+
+    let second = start_resource_manager_with(&dir, port, &["-i", arg(&saved)]);
+    assert!(
+        second.daemon.wait_for_log(
+            "Executor manager registered node exec-mgr-node",
+            Duration::from_secs(15)
+        ),
+        "second: {}\nmanager: {}",
+        second.daemon.log(),
+        manager.log()
+    );
+    assert!(
+        manager
+            .log()
+            .contains("Registered with the resource manager again")
+    );
+    let lease = Lease::from_resource_manager(
+        &test_endpoint(),
+        second.rdma,
+        1,
+        256,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let code = std::fs::read(native_library()).unwrap();
+    let executor =
+        Executor::allocate(&test_endpoint(), &lease, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&executor, 8, 32).unwrap();
 }
