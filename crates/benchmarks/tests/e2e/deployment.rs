@@ -51,9 +51,14 @@ fn manager_config(dir: &TempDir, rm: &ResourceManager, secret: u32) -> PathBuf {
 
 /// The tutorial's curl line, with this deployment's ports.
 fn add_node(rm: &ResourceManager, manager: &Manager) -> (String, String) {
+    add_node_with(rm, manager, 1)
+}
+
+/// The tutorial's curl line for a node of `cores` cores.
+fn add_node_with(rm: &ResourceManager, manager: &Manager, cores: u32) -> (String, String) {
     let url = format!("http://{}/add?node=exec-mgr-node", rm.http);
     let body = format!(
-        r#"{{"ip_address": "{}", "port": {}, "cores": 1, "memory": 512}}"#,
+        r#"{{"ip_address": "{}", "port": {}, "cores": {cores}, "memory": 1024}}"#,
         device_ip(),
         manager.addr.port()
     );
@@ -79,6 +84,11 @@ fn get_json(rm: &ResourceManager, path: &str) -> serde_json::Value {
 }
 
 fn registered_deployment(dir: &TempDir) -> (ResourceManager, Manager) {
+    registered_deployment_with(dir, 1)
+}
+
+/// A resource manager and a registered executor manager whose node has `cores` cores.
+fn registered_deployment_with(dir: &TempDir, cores: u32) -> (ResourceManager, Manager) {
     let rm = start_resource_manager(dir);
     let manager = Manager::start(
         &manager_config(dir, &rm, 42),
@@ -93,7 +103,7 @@ fn registered_deployment(dir: &TempDir) -> (ResourceManager, Manager) {
         "{}",
         rm.daemon.log()
     );
-    let (status, body) = add_node(&rm, &manager);
+    let (status, body) = add_node_with(&rm, &manager, cores);
     assert_eq!(status, "201", "{body}");
     assert!(
         rm.daemon
@@ -323,4 +333,146 @@ fn a_restarted_resource_manager_gets_its_manager_back() {
     let executor =
         Executor::allocate(&test_endpoint(), &lease, &code, &AllocationSpec::default()).unwrap();
     echo_once(&executor, 8, 32).unwrap();
+}
+
+/// Clients allocating at the same time, more than the node has cores for: every allocation
+/// completes within the time limit, and nothing leaks: every lease ends closed, no executor
+/// process is left.
+#[test]
+fn many_clients_allocating_at_once_leak_nothing() {
+    let _serial = serial();
+    let dir = TempDir::new("load");
+    let (rm, manager) = registered_deployment_with(&dir, 2);
+    let mut bench: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(benchmark_config(&dir, &rm, 1)).unwrap())
+            .unwrap();
+    bench["benchmark"]["hot_timeout"] = 0.into();
+    let client = ClientFiles {
+        config: dir.write_json("load_benchmark.json", &bench),
+        devices: dir.path("devices.json"),
+        executors: None,
+    };
+    let out = run(
+        "allocation_load",
+        client.args(
+            &native_library(),
+            &[
+                "--name",
+                "empty",
+                "-s",
+                "64",
+                "--clients",
+                "3",
+                "--allocations",
+                "4",
+                "--time-limit-s",
+                "120",
+            ],
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}\nmanager: {}",
+        text(&out.stderr),
+        manager.log()
+    );
+    assert!(
+        text(&out.stdout).contains("12 allocations by 3 clients"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The last executors are reaped, and their leases closed, a moment after they end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let leases = loop {
+        let leases = get_json(&rm, "/leases");
+        let all_closed = leases["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["state"] == "closed");
+        if all_closed || std::time::Instant::now() > deadline {
+            break leases;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let list = leases["leases"].as_array().unwrap();
+    assert_eq!(list.len(), 12, "{leases}");
+    assert!(list.iter().all(|l| l["state"] == "closed"), "{leases}");
+    assert!(
+        list.iter()
+            .all(|l| l["billing"]["invocations"].as_u64() == Some(1)),
+        "{leases}"
+    );
+    assert_eq!(executor_children(&manager), 0, "{}", manager.log());
+}
+
+/// Executor processes the manager still has (its children named `executor`, zombies too).
+fn executor_children(manager: &Manager) -> usize {
+    let ppid = manager.daemon.pid().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|stat| {
+            // pid (comm) state ppid ...
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                return false;
+            };
+            comm.ends_with("(executor") && rest.split_whitespace().nth(1) == Some(ppid.as_str())
+        })
+        .count()
+}
+
+/// A resource manager killed (SIGKILL) under a running allocation: the client's calls go on,
+/// since the resource manager is not on the invocation path, and a new resource manager on the
+/// same port gets the manager back.
+#[test]
+fn a_killed_resource_manager_interrupts_no_call() {
+    let _serial = serial();
+    let dir = TempDir::new("rm-killed");
+    let (mut rm, manager) = registered_deployment(&dir);
+    let lease =
+        Lease::from_resource_manager(&test_endpoint(), rm.rdma, 1, 256, Duration::from_secs(5))
+            .unwrap();
+    let code = std::fs::read(native_library()).unwrap();
+    let executor =
+        Executor::allocate(&test_endpoint(), &lease, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&executor, 1, 16).unwrap();
+    let port = rm.rdma.port();
+    rm.daemon.kill();
+    for fill in 2..12 {
+        echo_once(&executor, fill, 256).unwrap();
+    }
+    assert!(
+        manager.wait_for_log("registering again every", Duration::from_secs(10)),
+        "{}",
+        manager.log()
+    );
+    drop(executor);
+    let second = start_resource_manager_with(&dir, port, &[]);
+    let (status, body) = add_node(&second, &manager);
+    assert_eq!(status, "201", "{body}");
+    // The manager may register before or after the node is added.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let registered = || {
+        let log = second.daemon.log();
+        log.contains("exec-mgr-node is now registered")
+            || log.contains("registered node exec-mgr-node")
+    };
+    while !registered() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        registered(),
+        "{}\nmanager: {}",
+        second.daemon.log(),
+        manager.log()
+    );
+    Lease::from_resource_manager(
+        &test_endpoint(),
+        second.rdma,
+        1,
+        256,
+        Duration::from_secs(5),
+    )
+    .unwrap();
 }

@@ -4,10 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use rdmalib::{Context, QpConfig};
+use rdmalib::{Context, Opcode, QpConfig};
 use rfaas::{AllocationSpec, Error, ReturnCode};
 use rfaas_protocol::Record;
-use rfaas_protocol::control::Hello;
+use rfaas_protocol::control::{
+    AllocationRequest, AllocationResponse, AllocationStatus, Hello, MessageKind,
+};
+use rfaas_protocol::mailbox::Mailbox;
 
 use crate::harness::*;
 
@@ -195,4 +198,69 @@ fn executors_stop_when_their_manager_dies() {
         }
         other => panic!("expected the executor to be gone, got {other:?}"),
     }
+}
+
+/// A client that asks for an allocation and is gone before its executor connects back: the
+/// executor gives up, the manager reaps it, and the next client is served.
+#[test]
+fn a_client_gone_before_its_executor_connects_back() {
+    let _serial = serial();
+    let dir = TempDir::new("client-gone");
+    let manager = local_manager(&dir);
+    let ctx = Context::open(&test_device()).unwrap();
+    let pd = ctx.alloc_pd().unwrap();
+    let cq = ctx.create_cq(8).unwrap();
+    let conn = ctx
+        .connect(
+            &pd,
+            manager.addr,
+            &QpConfig::new(&cq, &cq),
+            &Hello::client().encode(),
+        )
+        .unwrap();
+    let mailbox = Mailbox::new(&pd, 2, 1).unwrap();
+    mailbox.post_receives(&conn).unwrap();
+    // Where nobody listens: the executor's connection back is refused.
+    let nowhere = std::net::TcpListener::bind((device_ip().as_str(), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let request = AllocationRequest {
+        lease_id: 0,
+        cores: 1,
+        input_buf_count: 1,
+        hot_timeout_ms: 0,
+        max_payload: 64,
+        code_size: 1000,
+        memory_mb: 256,
+        sandbox: rfaas::Kind::Native,
+        time_limit_ms: 0,
+        client: nowhere,
+        token: [0; 32],
+    };
+    mailbox
+        .send(&conn, MessageKind::AllocationRequest, &request.encode())
+        .unwrap();
+    let response = loop {
+        let wc = cq
+            .wait_one(Some(Duration::from_secs(10)))
+            .unwrap()
+            .expect("the manager answers");
+        assert!(wc.is_ok(), "{wc:?}");
+        if wc.opcode == Some(Opcode::Recv) {
+            let message = mailbox.take(&conn, &wc).unwrap();
+            break AllocationResponse::decode(&message.payload).unwrap();
+        }
+    };
+    assert_eq!(response.status, AllocationStatus::Accepted, "{response:?}");
+    drop(conn);
+    let ended = format!("Executor of allocation {} exited", response.allocation_id);
+    assert!(
+        manager.wait_for_log(&ended, Duration::from_secs(15)),
+        "{}",
+        manager.log()
+    );
+    let code = std::fs::read(native_library()).unwrap();
+    let next = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&next, 9, 16).unwrap();
 }
