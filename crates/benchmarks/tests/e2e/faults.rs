@@ -264,3 +264,96 @@ fn a_client_gone_before_its_executor_connects_back() {
     let next = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
     echo_once(&next, 9, 16).unwrap();
 }
+
+/// Control messages a broken or hostile client might send: garbage, truncated records, an
+/// unknown kind, each answered with a refusal; and a message larger than the manager's receive
+/// slots, which breaks that connection only. The manager serves the next client either way.
+#[test]
+fn garbage_and_oversized_control_messages_are_refused() {
+    let _serial = serial();
+    let dir = TempDir::new("garbage");
+    let mut manager = local_manager(&dir);
+    let ctx = Context::open(&test_device()).unwrap();
+    let pd = ctx.alloc_pd().unwrap();
+    let cq = ctx.create_cq(16).unwrap();
+    let connect = || {
+        let conn = ctx
+            .connect(
+                &pd,
+                manager.addr,
+                &QpConfig::new(&cq, &cq),
+                &Hello::client().encode(),
+            )
+            .unwrap();
+        let mailbox = Mailbox::new(&pd, 4, 1).unwrap();
+        mailbox.post_receives(&conn).unwrap();
+        (conn, mailbox)
+    };
+    let (conn, mailbox) = connect();
+    let answer = |payload: &[u8], kind: u32| {
+        let buf = pd
+            .register(payload.len().max(1), rdmalib::Access::LOCAL_WRITE)
+            .unwrap();
+        buf.write(0, payload).unwrap();
+        conn.post_send(
+            7,
+            buf.sge(0, payload.len()).unwrap(),
+            Some(kind),
+            rdmalib::SendFlags::SIGNALED,
+        )
+        .unwrap();
+        loop {
+            let wc = cq
+                .wait_one(Some(Duration::from_secs(10)))
+                .unwrap()
+                .expect("the manager answers");
+            assert!(wc.is_ok(), "{wc:?}");
+            if wc.opcode == Some(Opcode::Recv) {
+                let message = mailbox.take(&conn, &wc).unwrap();
+                assert_eq!(message.kind, Some(MessageKind::AllocationResponse));
+                return AllocationResponse::decode(&message.payload).unwrap();
+            }
+        }
+    };
+    let request = MessageKind::AllocationRequest as u32;
+    for (payload, kind) in [
+        (&b"\xff\xfe garbage, not a record"[..], request),
+        (&[1, 0, 0][..], request),
+        (&[][..], request),
+        (&b"a record of no known kind"[..], 999),
+    ] {
+        let response = answer(payload, kind);
+        assert_eq!(
+            response.status,
+            AllocationStatus::BadRequest,
+            "{response:?}"
+        );
+        assert!(!response.message.is_empty());
+    }
+    // Larger than the manager's receive slots: that connection breaks, nothing else.
+    let big = vec![0u8; rfaas_protocol::MAX_MESSAGE_LEN * 4];
+    let buf = pd
+        .register(big.len(), rdmalib::Access::LOCAL_WRITE)
+        .unwrap();
+    conn.post_send(
+        8,
+        buf.sge(0, big.len()).unwrap(),
+        Some(request),
+        rdmalib::SendFlags::SIGNALED,
+    )
+    .unwrap();
+    let failed = loop {
+        let wc = cq
+            .wait_one(Some(Duration::from_secs(10)))
+            .unwrap()
+            .expect("the oversized send completes");
+        if wc.wr_id == 8 || !wc.is_ok() {
+            break wc;
+        }
+    };
+    assert!(!failed.is_ok(), "{failed:?}");
+    assert!(manager.is_running());
+    let code = std::fs::read(native_library()).unwrap();
+    let next = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&next, 7, 16).unwrap();
+}
