@@ -9,18 +9,20 @@
 #   tutorial  the tutorial's commands: iproute2 (device_generator.sh), curl
 #   softroce  the SoftRoCE guest of tools/softroce.sh: QEMU, a Debian kernel with rdma_rxe,
 #             rdma-core and perftest, and virtme-ng (PyPI) in $RFAAS_VENV (default build/venv)
+#   fuzz      the fuzz targets in fuzz/: a nightly toolchain and cargo-fuzz
 #   --check   install nothing; exit 1 and say what is missing
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${RFAAS_VENV:-$root/build/venv}
+CARGO_FUZZ_VERSION=0.13.2
 check_only=0
 parts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --check) check_only=1 ;;
-    build|tutorial|softroce) parts+=("$1") ;;
+    build|tutorial|softroce|fuzz) parts+=("$1") ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup.sh: unknown part or option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -34,6 +36,7 @@ declare -A packages=(
   [tutorial]="iproute2 curl"
   # busybox-static: virtme-ng's guest init; linux-image-amd64: the guest's kernel (rdma_rxe).
   [softroce]="qemu-system-x86 linux-image-amd64 busybox-static python3-venv rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest"
+  [fuzz]=""
 )
 
 missing_pkgs=()
@@ -45,16 +48,22 @@ for part in "${parts[@]}"; do
 done
 need_wasm=0
 need_venv=0
+need_nightly=0
+need_cargo_fuzz=0
 for part in "${parts[@]}"; do
   case "$part" in
     build)
       rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || need_wasm=1 ;;
     softroce)
       [ -x "$venv/bin/vng" ] || need_venv=1 ;;
+    fuzz)
+      rustup run nightly rustc --version >/dev/null 2>&1 || need_nightly=1
+      cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION" || need_cargo_fuzz=1 ;;
   esac
 done
 
-if [ ${#missing_pkgs[@]} -eq 0 ] && [ $need_wasm = 0 ] && [ $need_venv = 0 ]; then
+if [ ${#missing_pkgs[@]} -eq 0 ] && [ $need_wasm = 0 ] && [ $need_venv = 0 ] &&
+  [ $need_nightly = 0 ] && [ $need_cargo_fuzz = 0 ]; then
   exit 0
 fi
 
@@ -63,6 +72,8 @@ commands=()
   commands+=("apt-get update && apt-get install -y ${missing_pkgs[*]}")
 [ $need_wasm = 1 ] && commands+=("rustup target add wasm32-unknown-unknown")
 [ $need_venv = 1 ] && commands+=("python3 -m venv $venv && $venv/bin/pip install virtme-ng==1.42")
+[ $need_nightly = 1 ] && commands+=("rustup toolchain install nightly --profile minimal")
+[ $need_cargo_fuzz = 1 ] && commands+=("cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked")
 
 if [ $check_only = 1 ] || { [ ${#missing_pkgs[@]} -gt 0 ] && [ "$(id -u)" != 0 ]; }; then
   echo "setup.sh: missing for ${parts[*]}; run:" >&2
@@ -84,4 +95,12 @@ if [ $need_venv = 1 ]; then
   echo "==> installing virtme-ng into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q virtme-ng==1.42
+fi
+if [ $need_nightly = 1 ]; then
+  echo "==> installing the nightly toolchain (for cargo-fuzz)" >&2
+  rustup toolchain install nightly --profile minimal
+fi
+if [ $need_cargo_fuzz = 1 ]; then
+  echo "==> installing cargo-fuzz $CARGO_FUZZ_VERSION" >&2
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test of rFaaS-rs on every provider: the workspace's tests (tcp), rdmalib's
-# two-process suite and the end-to-end suite again on shm, and, in a SoftRoCE guest
-# (tools/softroce.sh), rdmalib's two-process suite, verbs_loopback and the end-to-end suite on
-# verbs. Installs what they need (tools/setup.sh), builds the binaries the end-to-end tests
-# start, and ends with passed / failed / ignored per provider and suite.
+# two-process suite and the end-to-end suite again on shm, every fuzz target for a while, and,
+# in a SoftRoCE guest (tools/softroce.sh), rdmalib's two-process suite, verbs_loopback and the
+# end-to-end suite on verbs. Installs what they need (tools/setup.sh), builds the binaries the
+# end-to-end tests start, and ends with passed / failed / ignored per provider and suite.
 #
 # Usage: tools/test.sh [--no-verbs]
 #   --no-verbs  leave the verbs stage out (it needs QEMU and a kernel with rdma_rxe); the
 #               summary then says that verbs was not tested.
+# RFAAS_FUZZ_SECONDS (default 30) is how long each fuzz target runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 verbs=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-parts=(build tutorial)
+parts=(build tutorial fuzz)
 [ $verbs = 1 ] && parts+=(softroce)
 tools/setup.sh "${parts[@]}" || exit 1
 
@@ -70,6 +71,28 @@ cargo build --workspace --bins &&
 suite tcp workspace cargo test --workspace
 suite shm two_process env RDMALIB_TEST_PROVIDER=shm cargo test -p rdmalib --test two_process
 suite shm e2e env RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test e2e
+
+# Each fuzz target from its committed seeds (fuzz/seeds) plus what earlier runs found
+# (fuzz/corpus), for a bounded time; a crash fails the stage and leaves its input in
+# fuzz/artifacts.
+fuzz_seconds=${RFAAS_FUZZ_SECONDS:-30}
+echo "==> building the fuzz targets" >&2
+(cd fuzz && cargo +nightly fuzz build) || failed=1
+for target in records handshake frames http_add; do
+  log="$logs/fuzz-$target.log"
+  mkdir -p "fuzz/corpus/$target"
+  echo "==> fuzzing $target for ${fuzz_seconds} s" >&2
+  (cd fuzz && cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+    -max_total_time="$fuzz_seconds" -print_final_stats=1) > "$log" 2>&1
+  status=$?
+  runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 runs in \2 s/p' "$log" | tail -1)
+  if [ $status = 0 ]; then
+    summary+=("$(printf '%-6s %-16s %s' fuzz "$target" "${runs:-?}, no crash")")
+  else
+    summary+=("$(printf '%-6s %-16s %s' fuzz "$target" "FAILED (exit $status): see $log and fuzz/artifacts/$target")")
+    failed=1
+  fi
+done
 
 if [ $verbs = 1 ]; then
   two_process=$(test_binary rdmalib two_process)

@@ -153,13 +153,17 @@ impl Shared {
                 Ok(Begin::Done)
             }
             Op::Nak => {
+                let status = wire::status_from(h.status);
+                if status == Status::Success {
+                    // A refusal that says nothing went wrong is not a frame we send.
+                    return Err(Fault::Garbage(h.op));
+                }
                 let opcode = wire::opcode_from(h.orig);
                 if opcode == Opcode::FetchAdd {
                     lock(&self.atomics).pop_front();
                 } else {
                     self.settle(h.wr_id);
                 }
-                let status = wire::status_from(h.status);
                 self.send_cq.push(self.failed(h.wr_id, status), true);
                 Err(Fault::Refused)
             }
