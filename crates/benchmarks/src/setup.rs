@@ -82,8 +82,15 @@ impl Client {
     }
 
     /// A lease for the configured cores and memory: from the executors database when given,
-    /// else from the resource manager in `benchmark.json`.
+    /// else from the resource manager in `benchmark.json`, asking again for up to 10 s while
+    /// no node has the cores free.
     pub fn lease(&self) -> Result<Lease> {
+        self.lease_before(Instant::now() + LEASE_TIMEOUT)
+    }
+
+    /// [`Client::lease`], asking the resource manager again until `deadline` while no node
+    /// has the cores free.
+    pub fn lease_before(&self, deadline: Instant) -> Result<Lease> {
         let b = &self.config.benchmark;
         match &self.executors {
             Some(db) => Ok(Lease::from_database(db, b.numcores, b.memory)?),
@@ -93,8 +100,9 @@ impl Client {
                         "give --executors-database, or set resource_manager_address in the benchmark configuration"
                     );
                 };
-                // Cores of a lease that just ended return once its manager reaped the executor.
-                let deadline = Instant::now() + LEASE_TIMEOUT;
+                // Cores of a lease that just ended return once its manager reaped the executor;
+                // a lease held by another client may last much longer, so back off to 50 ms.
+                let mut pause = Duration::from_millis(2);
                 loop {
                     let lease = Lease::from_resource_manager(
                         &self.endpoint,
@@ -106,7 +114,8 @@ impl Client {
                     match lease {
                         Err(rfaas::Error::NoResources(why)) if Instant::now() < deadline => {
                             tracing::debug!("{why}; asking again");
-                            std::thread::sleep(Duration::from_millis(2));
+                            std::thread::sleep(pause);
+                            pause = (pause * 2).min(Duration::from_millis(50));
                         }
                         other => return Ok(other?),
                     }

@@ -53,7 +53,7 @@ fn run(args: &Args) -> Result<()> {
                                 "client {c}: the time limit passed after {a} allocations"
                             );
                         }
-                        let latency = allocate_once(client, &args.invocation)
+                        let latency = allocate_once(client, &args.invocation, deadline)
                             .with_context(|| format!("client {c}, allocation {a}"))?;
                         samples
                             .lock()
@@ -101,9 +101,14 @@ fn run(args: &Args) -> Result<()> {
 }
 
 /// Lease, allocate, one call, deallocate; the time from asking for the lease to the result.
-fn allocate_once(client: &Client, invocation: &InvocationArgs) -> Result<Duration> {
+/// While every core is leased to the other clients, asks again until `deadline`.
+fn allocate_once(
+    client: &Client,
+    invocation: &InvocationArgs,
+    deadline: Instant,
+) -> Result<Duration> {
     let start = Instant::now();
-    let lease = client.lease()?;
+    let lease = client.lease_before(deadline)?;
     let spec = client.spec(invocation.size as u32, 1);
     let executor = Executor::allocate(&client.endpoint, &lease, &client.code, &spec)?;
     let function = executor.function(&invocation.name)?;
