@@ -7,12 +7,14 @@
 #   build     compiling the workspace: cmake + libclang (the verbs provider's bindings),
 #             jq (tools/build.sh), the wasm32-unknown-unknown target (functions.wasm)
 #   tutorial  the tutorial's commands: iproute2 (device_generator.sh), curl
+#   clients   librfaas's C and C++ examples and the Python package: pkg-config, g++, cmake,
+#             python3-dev, and maturin and numpy (PyPI) in $RFAAS_VENV
 #   softroce  the SoftRoCE guest of tools/softroce.sh: QEMU, a Debian kernel with rdma_rxe,
 #             rdma-core and perftest, and virtme-ng (PyPI) in $RFAAS_VENV (default build/venv)
 #   --check   install nothing; exit 1 and say what is missing
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${RFAAS_VENV:-$root/build/venv}
 check_only=0
@@ -20,7 +22,7 @@ parts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --check) check_only=1 ;;
-    build|tutorial|softroce) parts+=("$1") ;;
+    build|tutorial|clients|softroce) parts+=("$1") ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup.sh: unknown part or option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -32,6 +34,7 @@ done
 declare -A packages=(
   [build]="cmake libclang-dev jq"
   [tutorial]="iproute2 curl"
+  [clients]="pkg-config g++ cmake python3-dev python3-venv"
   # busybox-static: virtme-ng's guest init; linux-image-amd64: the guest's kernel (rdma_rxe).
   [softroce]="qemu-system-x86 linux-image-amd64 busybox-static python3-venv rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest"
 )
@@ -45,16 +48,23 @@ for part in "${parts[@]}"; do
 done
 need_wasm=0
 need_venv=0
+need_client_venv=0
+# What the clients part installs from PyPI into the venv (pinned).
+client_pips="maturin==1.16.0 numpy==2.3.5"
 for part in "${parts[@]}"; do
   case "$part" in
     build)
       rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || need_wasm=1 ;;
     softroce)
       [ -x "$venv/bin/vng" ] || need_venv=1 ;;
+    clients)
+      { [ -x "$venv/bin/maturin" ] && "$venv/bin/python" -c 'import numpy' 2>/dev/null; } ||
+        need_client_venv=1 ;;
   esac
 done
 
-if [ ${#missing_pkgs[@]} -eq 0 ] && [ $need_wasm = 0 ] && [ $need_venv = 0 ]; then
+if [ ${#missing_pkgs[@]} -eq 0 ] && [ $need_wasm = 0 ] && [ $need_venv = 0 ] &&
+  [ $need_client_venv = 0 ]; then
   exit 0
 fi
 
@@ -63,6 +73,7 @@ commands=()
   commands+=("apt-get update && apt-get install -y ${missing_pkgs[*]}")
 [ $need_wasm = 1 ] && commands+=("rustup target add wasm32-unknown-unknown")
 [ $need_venv = 1 ] && commands+=("python3 -m venv $venv && $venv/bin/pip install virtme-ng==1.42")
+[ $need_client_venv = 1 ] && commands+=("python3 -m venv $venv && $venv/bin/pip install $client_pips")
 
 if [ $check_only = 1 ] || { [ ${#missing_pkgs[@]} -gt 0 ] && [ "$(id -u)" != 0 ]; }; then
   echo "setup.sh: missing for ${parts[*]}; run:" >&2
@@ -84,4 +95,10 @@ if [ $need_venv = 1 ]; then
   echo "==> installing virtme-ng into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q virtme-ng==1.42
+fi
+if [ $need_client_venv = 1 ]; then
+  echo "==> installing $client_pips into $venv" >&2
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  # shellcheck disable=SC2086 # the pins are separate words
+  "$venv/bin/pip" install -q $client_pips
 fi
