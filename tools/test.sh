@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of rFaaS-rs on every provider: the workspace's tests (tcp), rdmalib's
-# two-process suite and the end-to-end suite again on shm, and, in a SoftRoCE guest
+# two-process suite, the end-to-end suite and the clients suite (C, C++ and Python, from a
+# prefix laid out by tools/build.sh --debug) again on shm, and, in a SoftRoCE guest
 # (tools/softroce.sh), rdmalib's two-process suite, verbs_loopback and the end-to-end suite on
 # verbs. Installs what they need (tools/setup.sh), builds the binaries the end-to-end tests
 # start, and ends with passed / failed / ignored per provider and suite.
@@ -11,7 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 verbs=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-parts=(build tutorial)
+parts=(build tutorial clients)
 [ $verbs = 1 ] && parts+=(softroce)
 tools/setup.sh "${parts[@]}" || exit 1
 
@@ -66,10 +67,15 @@ cargo build --workspace --bins &&
   cargo build --release --target wasm32-unknown-unknown --manifest-path functions-wasm/Cargo.toml \
     --target-dir functions-wasm/target &&
   cargo test --workspace --no-run || exit 1
+# The clients beyond Rust are tested as users get them: from an installed prefix.
+tools/build.sh --debug build/test-prefix >"$logs/build-test-prefix.log" 2>&1 ||
+  { cat "$logs/build-test-prefix.log"; exit 1; }
+export RFAAS_CLIENTS_PREFIX=$PWD/build/test-prefix
 
 suite tcp workspace cargo test --workspace
 suite shm two_process env RDMALIB_TEST_PROVIDER=shm cargo test -p rdmalib --test two_process
 suite shm e2e env RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test e2e
+suite shm clients env RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test clients
 
 if [ $verbs = 1 ]; then
   two_process=$(test_binary rdmalib two_process)
