@@ -312,7 +312,8 @@ rfaas_status rfaas_execute(const struct rfaas_executor *executor,
                            uint32_t *result_len);
 
 // Like `rfaas_execute`, waiting at most `timeout_ms`. When it runs out the call fails with
-// `RFAAS_ERROR_TIMEOUT` and its input slot stays taken until the late result arrives.
+// `RFAAS_ERROR_TIMEOUT`; its input slot stays taken until the late result arrives, and that
+// result is still written into `output`, so free neither buffer before then.
 //
 // # Safety
 //
@@ -360,7 +361,8 @@ rfaas_status rfaas_invocation_is_done(const struct rfaas_invocation *invocation,
 rfaas_status rfaas_invocation_wait(struct rfaas_invocation *invocation, uint32_t *result_len);
 
 // Like `rfaas_invocation_wait`, waiting at most `timeout_ms`; on `RFAAS_ERROR_TIMEOUT` the
-// call's input slot stays taken until the late result arrives.
+// call's input slot stays taken until the late result arrives, and that result is still
+// written into the call's output buffer.
 //
 // # Safety
 //
@@ -370,7 +372,7 @@ rfaas_status rfaas_invocation_wait_within(struct rfaas_invocation *invocation,
                                           uint32_t *result_len);
 
 // Gives an invocation up without waiting and frees it (NULL: nothing); its input slot is
-// free again once its result arrives.
+// free again once its result arrives (and has been written into the call's output buffer).
 //
 // # Safety
 //

@@ -446,7 +446,8 @@ pub unsafe extern "C" fn rfaas_execute(
 }
 
 /// Like `rfaas_execute`, waiting at most `timeout_ms`. When it runs out the call fails with
-/// `RFAAS_ERROR_TIMEOUT` and its input slot stays taken until the late result arrives.
+/// `RFAAS_ERROR_TIMEOUT`; its input slot stays taken until the late result arrives, and that
+/// result is still written into `output`, so free neither buffer before then.
 ///
 /// # Safety
 ///
@@ -552,7 +553,8 @@ pub unsafe extern "C" fn rfaas_invocation_wait(
 }
 
 /// Like `rfaas_invocation_wait`, waiting at most `timeout_ms`; on `RFAAS_ERROR_TIMEOUT` the
-/// call's input slot stays taken until the late result arrives.
+/// call's input slot stays taken until the late result arrives, and that result is still
+/// written into the call's output buffer.
 ///
 /// # Safety
 ///
@@ -593,7 +595,7 @@ unsafe fn wait(
 }
 
 /// Gives an invocation up without waiting and frees it (NULL: nothing); its input slot is
-/// free again once its result arrives.
+/// free again once its result arrives (and has been written into the call's output buffer).
 ///
 /// # Safety
 ///

@@ -105,10 +105,11 @@ class Executor(_NativeExecutor):
             return self._waiters
 
     def deallocate(self) -> None:
-        """Ends the allocation; calls in flight fail. Idempotent."""
+        """Ends the allocation; calls in flight fail (their futures once their timeout has
+        passed). Idempotent."""
         super().deallocate()
         if self._waiters is not None:
-            self._waiters.shutdown(wait=True)
+            self._waiters.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> "Executor":
         return self
