@@ -13,6 +13,7 @@ application that reuses its buffers would do.
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -58,6 +59,9 @@ def main():
         config = json.load(f)
     bench = config["benchmark"]
     endpoint = rfaas.Endpoint(args.device_database, config["config"]["rdma_device"])
+    if bench.get("pin_threads"):
+        # As warm_benchmarker: the calling thread on the last core (executors take the first).
+        os.sched_setaffinity(0, {os.cpu_count() - 1})
     payload = bytes([1]) * args.size  # as the seed does
     result = bytearray(args.size)
     with rfaas.Executor(endpoint, lease(args, endpoint, config),

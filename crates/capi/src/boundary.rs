@@ -8,8 +8,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::status::{self, rfaas_status};
 
-/// Why an entry point failed.
-pub(crate) struct Failure {
+/// Why an entry point failed. Boxed, so the `Result` every entry point's body returns is one
+/// pointer wide on the path that succeeds.
+pub(crate) struct Failure(Box<Details>);
+
+struct Details {
     status: rfaas_status,
     message: String,
     return_code: u16,
@@ -17,11 +20,11 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub(crate) fn new(status: rfaas_status, message: impl Into<String>) -> Failure {
-        Failure {
+        Failure(Box::new(Details {
             status,
             message: message.into(),
             return_code: 0,
-        }
+        }))
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Failure {
@@ -53,11 +56,11 @@ impl From<rfaas::Error> for Failure {
             E::Invocation(code) => *code as u16,
             _ => 0,
         };
-        Failure {
+        Failure(Box::new(Details {
             status,
             message: e.to_string(),
             return_code,
-        }
+        }))
     }
 }
 
@@ -80,7 +83,7 @@ pub(crate) fn entry(body: impl FnOnce() -> Result<(), Failure>) -> rfaas_status 
     // are only handed out through out-pointers once their body has succeeded.
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => rfaas_status::RFAAS_OK,
-        Ok(Err(failure)) => {
+        Ok(Err(Failure(failure))) => {
             status::record(&failure.message, failure.return_code);
             failure.status
         }
