@@ -3,10 +3,12 @@
 #   <build-dir>/bin/         executor_manager, executor, resource_manager
 #   <build-dir>/benchmarks/  warm_benchmarker, cold_benchmarker, parallel_invocations, ...
 #   <build-dir>/examples/    libfunctions.so, functions.wasm
+#   and the clients beyond Rust (librfaas for C and C++, the Python wheel): see
+#   tools/build_clients.sh
 # Usage: tools/build.sh [--debug] [--no-verbs] [BUILD_DIR]   (default: build, release mode)
 set -euo pipefail
 
-usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
 profile=release
 features=()
 build_dir=build
@@ -46,3 +48,8 @@ done
 cp -f "$out/libfunctions.so" "$build_dir/examples/"
 cp -f functions-wasm/target/wasm32-unknown-unknown/release/functions.wasm "$build_dir/examples/"
 echo "==> laid out in $build_dir/{bin,benchmarks,examples}" >&2
+
+# Clients beyond Rust: librfaas (C ABI, rfaas.hpp), its examples, the Python wheel.
+tools/setup.sh clients
+cargo build "${cargo_flags[@]}" "${features[@]}" -p rfaas-c
+tools/build_clients.sh "$build_dir" "$out" "$profile"

@@ -7,6 +7,8 @@
 #   build     compiling the workspace: cmake + libclang (the verbs provider's bindings),
 #             jq (tools/build.sh), the wasm32-unknown-unknown target (functions.wasm)
 #   tutorial  the tutorial's commands: iproute2 (device_generator.sh), curl
+#   clients   librfaas's C and C++ examples and the Python package: pkg-config, g++, cmake,
+#             python3-dev, and maturin and numpy (PyPI) in $RFAAS_VENV
 #   softroce  the SoftRoCE guest of tools/softroce.sh: QEMU, a Debian kernel with rdma_rxe,
 #             rdma-core and perftest, and virtme-ng (PyPI) in $RFAAS_VENV (default build/venv)
 #   fuzz      the fuzz targets in fuzz/: a nightly toolchain and cargo-fuzz
@@ -22,7 +24,7 @@ parts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --check) check_only=1 ;;
-    build|tutorial|softroce|fuzz) parts+=("$1") ;;
+    build|tutorial|clients|softroce|fuzz) parts+=("$1") ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup.sh: unknown part or option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -34,6 +36,7 @@ done
 declare -A packages=(
   [build]="cmake libclang-dev jq"
   [tutorial]="iproute2 curl"
+  [clients]="pkg-config g++ cmake python3-dev python3-venv"
   # busybox-static: virtme-ng's guest init; linux-image-amd64: the guest's kernel (rdma_rxe).
   [softroce]="qemu-system-x86 linux-image-amd64 busybox-static python3-venv rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest"
   [fuzz]=""
@@ -50,6 +53,9 @@ need_wasm=0
 need_venv=0
 need_nightly=0
 need_cargo_fuzz=0
+need_client_venv=0
+# What the clients part installs from PyPI into the venv (pinned).
+client_pips="maturin==1.16.0 numpy==2.3.5"
 for part in "${parts[@]}"; do
   case "$part" in
     build)
@@ -59,11 +65,14 @@ for part in "${parts[@]}"; do
     fuzz)
       rustup run nightly rustc --version >/dev/null 2>&1 || need_nightly=1
       cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION" || need_cargo_fuzz=1 ;;
+    clients)
+      { [ -x "$venv/bin/maturin" ] && "$venv/bin/python" -c 'import numpy' 2>/dev/null; } ||
+        need_client_venv=1 ;;
   esac
 done
 
 if [ ${#missing_pkgs[@]} -eq 0 ] && [ $need_wasm = 0 ] && [ $need_venv = 0 ] &&
-  [ $need_nightly = 0 ] && [ $need_cargo_fuzz = 0 ]; then
+  [ $need_nightly = 0 ] && [ $need_cargo_fuzz = 0 ] && [ $need_client_venv = 0 ]; then
   exit 0
 fi
 
@@ -74,6 +83,7 @@ commands=()
 [ $need_venv = 1 ] && commands+=("python3 -m venv $venv && $venv/bin/pip install virtme-ng==1.42")
 [ $need_nightly = 1 ] && commands+=("rustup toolchain install nightly --profile minimal")
 [ $need_cargo_fuzz = 1 ] && commands+=("cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked")
+[ $need_client_venv = 1 ] && commands+=("python3 -m venv $venv && $venv/bin/pip install $client_pips")
 
 if [ $check_only = 1 ] || { [ ${#missing_pkgs[@]} -gt 0 ] && [ "$(id -u)" != 0 ]; }; then
   echo "setup.sh: missing for ${parts[*]}; run:" >&2
@@ -103,4 +113,10 @@ fi
 if [ $need_cargo_fuzz = 1 ]; then
   echo "==> installing cargo-fuzz $CARGO_FUZZ_VERSION" >&2
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+fi
+if [ $need_client_venv = 1 ]; then
+  echo "==> installing $client_pips into $venv" >&2
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  # shellcheck disable=SC2086 # the pins are separate words
+  "$venv/bin/pip" install -q $client_pips
 fi

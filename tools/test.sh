@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of rFaaS-rs on every provider: the workspace's tests (tcp), rdmalib's
-# two-process suite and the end-to-end suite again on shm, every fuzz target for a while, and,
+# two-process suite, the end-to-end suite and the clients suite (C, C++ and Python, from a
+# prefix laid out by tools/build.sh --debug) again on shm, every fuzz target for a while, and,
 # in a SoftRoCE guest (tools/softroce.sh), rdmalib's two-process suite, verbs_loopback and the
 # end-to-end suite on verbs. Installs what they need (tools/setup.sh), builds the binaries the
 # end-to-end tests start, and ends with passed / failed / ignored per provider and suite.
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-parts=(build tutorial fuzz)
+parts=(build tutorial clients fuzz)
 [ $verbs = 1 ] && parts+=(softroce)
 tools/setup.sh "${parts[@]}" || exit 1
 
@@ -67,10 +68,15 @@ cargo build --workspace --bins &&
   cargo build --release --target wasm32-unknown-unknown --manifest-path functions-wasm/Cargo.toml \
     --target-dir functions-wasm/target &&
   cargo test --workspace --no-run || exit 1
+# The clients beyond Rust are tested as users get them: from an installed prefix.
+tools/build.sh --debug build/test-prefix >"$logs/build-test-prefix.log" 2>&1 ||
+  { cat "$logs/build-test-prefix.log"; exit 1; }
+export RFAAS_CLIENTS_PREFIX=$PWD/build/test-prefix
 
 suite tcp workspace cargo test --workspace
 suite shm two_process env RDMALIB_TEST_PROVIDER=shm cargo test -p rdmalib --test two_process
 suite shm e2e env RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test e2e
+suite shm clients env RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test clients
 
 # Each fuzz target from its committed seeds (fuzz/seeds) plus what earlier runs found
 # (fuzz/corpus), for a bounded time; a crash fails the stage and leaves its input in

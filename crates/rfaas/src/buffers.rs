@@ -40,6 +40,13 @@ impl InputBuffer {
     pub fn read(&self, out: &mut [u8]) -> Result<()> {
         Ok(self.mr.read(INPUT_HEADER_LEN, out)?)
     }
+
+    /// The payload area's first byte, [`capacity`](Self::capacity) bytes long: for bindings
+    /// that let their callers fill registered memory in place (the C ABI). Nothing may write
+    /// through it while a call that uses this buffer is in flight.
+    pub fn payload_ptr(&self) -> *mut u8 {
+        self.mr.as_ptr().wrapping_add(INPUT_HEADER_LEN)
+    }
 }
 
 /// A registered output buffer the executor writes results into.
@@ -62,6 +69,13 @@ impl OutputBuffer {
     /// Copies the first `out.len()` result bytes out.
     pub fn read(&self, out: &mut [u8]) -> Result<()> {
         Ok(self.mr.read(0, out)?)
+    }
+
+    /// The first byte, [`capacity`](Self::capacity) bytes long: for bindings that let their
+    /// callers read results in place (the C ABI). The executor writes here while a call that
+    /// uses this buffer is in flight.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.mr.as_ptr()
     }
 
     /// The first `len` result bytes.

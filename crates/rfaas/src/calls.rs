@@ -97,10 +97,18 @@ impl Inner {
                 output.capacity()
             )));
         }
-        let slot = t.claim().ok_or(Error::Busy {
-            thread,
-            slots: t.slot_count,
-        })?;
+        let slot = match t.claim() {
+            Some(slot) => slot,
+            None => {
+                // Slots of abandoned calls come free only when their late results are
+                // dispatched, and nobody polls for those: take what has arrived, then retry.
+                self.dispatch_arrived()?;
+                t.claim().ok_or(Error::Busy {
+                    thread,
+                    slots: t.slot_count,
+                })?
+            }
+        };
         let id = t.next_id(slot);
         let index = t.slot_base + slot;
         let rs = &self.slots[index];
@@ -130,6 +138,20 @@ impl Inner {
             while self.send_cq.poll(&mut wcs)? > 0 {}
         }
         Ok(index)
+    }
+
+    /// Dispatches the results that are in the receive queue now, without waiting.
+    fn dispatch_arrived(&self) -> Result<()> {
+        let mut wcs = [Completion::default(); 16];
+        loop {
+            let n = self.recv_cq.poll(&mut wcs)?;
+            for wc in &wcs[..n] {
+                self.dispatch(wc);
+            }
+            if n < wcs.len() {
+                return Ok(());
+            }
+        }
     }
 
     fn lost_or(&self, e: rdmalib::Error) -> Error {
