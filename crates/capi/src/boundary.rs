@@ -48,14 +48,11 @@ impl From<rfaas::Error> for Failure {
             E::ExecutorFailed(_) => RFAAS_ERROR_EXECUTOR_FAILED,
             E::ExecutorLost(_) => RFAAS_ERROR_EXECUTOR_LOST,
             E::Timeout(_) => RFAAS_ERROR_TIMEOUT,
-            E::Invocation(_) => RFAAS_ERROR_INVOCATION,
+            E::Invocation(_) | E::Function { .. } => RFAAS_ERROR_INVOCATION,
             E::Busy { .. } => RFAAS_ERROR_BUSY,
             E::InvalidArgument(_) => RFAAS_ERROR_INVALID_ARGUMENT,
         };
-        let return_code = match &e {
-            E::Invocation(code) => *code as u16,
-            _ => 0,
-        };
+        let return_code = e.return_code().map_or(0, |code| code as u16);
         Failure(Box::new(Details {
             status,
             message: e.to_string(),

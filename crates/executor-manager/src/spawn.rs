@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use rfaas_protocol::config::ExecutorSection;
 use rfaas_protocol::control::{
     AllocationRequest, BILLING_TOKEN_ENV, CLIENT_TOKEN_ENV, Credential, EXIT_MANAGER_LOST,
-    EXIT_TIME_LIMIT, credential_hex,
+    EXIT_OUT_OF_MEMORY, EXIT_TIME_LIMIT, credential_hex,
 };
 
 /// Builds and starts executor processes.
@@ -76,6 +76,7 @@ impl Launcher {
             .args(["--sandbox", &request.sandbox.to_string()])
             .args(["--hot-timeout", &request.hot_timeout_ms.to_string()])
             .args(["--time-limit-ms", &request.time_limit_ms.to_string()])
+            .args(["--memory-mb", &request.memory_mb.to_string()])
             .args(["--max-invocations", &self.max_invocations.to_string()])
             .args(["--manager", &manager.to_string()]);
         if self.pin_threads {
@@ -105,6 +106,9 @@ pub fn describe_exit(status: ExitStatus) -> String {
                 .to_string()
         }
         (Some(EXIT_MANAGER_LOST), _) => "stopped: it lost its manager".to_string(),
+        (Some(EXIT_OUT_OF_MEMORY), _) => {
+            "stopped: a native function ran out of the allocation's memory and aborted".to_string()
+        }
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "ended".to_string(),

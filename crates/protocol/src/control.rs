@@ -309,6 +309,9 @@ record! {
 pub const EXIT_TIME_LIMIT: i32 = 124;
 /// Exit status of an executor that stopped because its manager went away.
 pub const EXIT_MANAGER_LOST: i32 = 125;
+/// Exit status of a native executor whose function aborted after an allocation failed: it
+/// asked for more memory than the allocation leases.
+pub const EXIT_OUT_OF_MEMORY: i32 = 126;
 
 impl fmt::Display for ExecutorExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -322,6 +325,11 @@ impl fmt::Display for ExecutorExit {
             (None, EXIT_MANAGER_LOST) => write!(
                 f,
                 "executor of allocation {id} stopped: its executor manager went away"
+            ),
+            (None, EXIT_OUT_OF_MEMORY) => write!(
+                f,
+                "executor of allocation {id} stopped: a native function ran out of memory \
+                 (it asked for more than the allocation leases) and aborted"
             ),
             (None, status) => write!(f, "executor of allocation {id} exited with status {status}"),
         }

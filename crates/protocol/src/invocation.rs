@@ -7,21 +7,29 @@
 //!
 //! The executor runs the function in place and RDMA-writes the output to the address in the
 //! header, with the immediate [`result_imm`]: `invocation_id << 16 | return_code`. A result
-//! with a non-zero [`ReturnCode`] carries no bytes.
+//! with a non-zero [`ReturnCode`] carries no bytes, except [`ReturnCode::FunctionError`],
+//! whose bytes are the function's message.
 //!
 //! Both sides size their queues from the slot count with the functions at the end, so a
 //! client never has more calls in flight than the executor has receives posted.
 
 use crate::record::wire_enum;
 
-/// Bytes in front of every payload in an input slot: `{ u64 result_address, u32 result_rkey }`.
-pub const INPUT_HEADER_LEN: usize = 12;
+/// Bytes in front of every payload in an input slot:
+/// `{ u64 result_address, u32 result_rkey, u32 result_capacity }`.
+pub const INPUT_HEADER_LEN: usize = 16;
 /// Function indices have 15 bits.
 pub const MAX_FUNCTION_INDEX: u16 = 0x7fff;
 /// Largest number of input slots per executor thread (the client tracks them in a bit mask).
 pub const MAX_INPUT_BUFFERS: u16 = 64;
 
 const SOLICITED_BIT: u32 = 1 << 15;
+
+/// The function ABI's error flag: a function that returns `FUNCTION_ERROR | n` failed, and the
+/// first `n` bytes of its output are a UTF-8 message for the caller
+/// ([`ReturnCode::FunctionError`]). No output is that large (payloads are far below 2 GiB), so
+/// the flag takes nothing from functions that never fail.
+pub const FUNCTION_ERROR: u32 = 1 << 31;
 
 /// Immediate of an invocation write.
 #[inline]
@@ -60,25 +68,30 @@ pub struct InputHeader {
     pub result_addr: u64,
     /// Remote key of the result buffer.
     pub result_rkey: u32,
+    /// Bytes the result buffer holds: a longer output is answered with
+    /// [`ReturnCode::OutputTooLarge`] instead of a write the client's region refuses.
+    pub result_capacity: u32,
 }
 
 impl InputHeader {
-    /// The 12 header bytes.
+    /// The header's bytes.
     #[inline]
     pub fn encode(&self) -> [u8; INPUT_HEADER_LEN] {
         let mut b = [0u8; INPUT_HEADER_LEN];
         b[..8].copy_from_slice(&self.result_addr.to_le_bytes());
-        b[8..].copy_from_slice(&self.result_rkey.to_le_bytes());
+        b[8..12].copy_from_slice(&self.result_rkey.to_le_bytes());
+        b[12..].copy_from_slice(&self.result_capacity.to_le_bytes());
         b
     }
 
-    /// Reads the header from its 12 bytes.
+    /// Reads the header from its bytes.
     #[inline]
     pub fn decode(b: &[u8; INPUT_HEADER_LEN]) -> InputHeader {
-        let (addr, rkey) = b.split_at(8);
+        let word = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
         InputHeader {
-            result_addr: u64::from_le_bytes(addr.try_into().expect("8 bytes")),
-            result_rkey: u32::from_le_bytes(rkey.try_into().expect("4 bytes")),
+            result_addr: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            result_rkey: word(8),
+            result_capacity: word(12),
         }
     }
 }
@@ -106,6 +119,12 @@ wire_enum! {
         /// The executor is shutting down (its manager went away); sent once per thread, not
         /// for one invocation, and the client treats the executor as gone.
         Shutdown = 8,
+        /// The wasm function needed more memory than the allocation leases (a `memory.grow`
+        /// was refused and the function trapped).
+        OutOfMemory = 9,
+        /// The function reported an error ([`FUNCTION_ERROR`]); the result's bytes are its
+        /// message.
+        FunctionError = 10,
     }
 }
 
@@ -124,6 +143,10 @@ impl ReturnCode {
             ReturnCode::BadRequest => "the invocation was malformed",
             ReturnCode::Unavailable => "the executor thread is not ready",
             ReturnCode::Shutdown => "the executor is shutting down",
+            ReturnCode::OutOfMemory => {
+                "the function needed more memory than the allocation leases"
+            }
+            ReturnCode::FunctionError => "the function reported an error",
         }
     }
 }
@@ -166,7 +189,7 @@ mod tests {
         assert_eq!(parse_invocation_imm(imm), (0xbeef, 5, true));
         assert_eq!(parse_result_imm(result_imm(7, ReturnCode::Trap)), (7, 4));
         assert_eq!(ReturnCode::from_raw(4), Some(ReturnCode::Trap));
-        assert_eq!(ReturnCode::from_raw(9), None);
+        assert_eq!(ReturnCode::from_raw(11), None);
     }
 
     #[test]
@@ -174,6 +197,7 @@ mod tests {
         let h = InputHeader {
             result_addr: 0x1122_3344_5566_7788,
             result_rkey: 0xdead_beef,
+            result_capacity: 0x0102_0304,
         };
         assert_eq!(InputHeader::decode(&h.encode()), h);
     }

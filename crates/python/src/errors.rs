@@ -114,10 +114,11 @@ pub(crate) fn to_py(e: rfaas::Error) -> PyErr {
         E::ExecutorFailed(_) => ExecutorFailedError::new_err(message),
         E::ExecutorLost(_) => ExecutorLostError::new_err(message),
         E::Timeout(_) => TimeoutError::new_err(message),
-        E::Invocation(code) => Python::attach(|py| {
-            let err = InvocationError::new_err((message, code as u16));
+        E::Invocation(_) | E::Function { .. } => Python::attach(|py| {
+            let code = e.return_code().map_or(0, |code| code as u16);
+            let err = InvocationError::new_err((message, code));
             // The executor's code, as an attribute besides the second argument.
-            if let Err(e) = err.value(py).setattr("return_code", code as u16) {
+            if let Err(e) = err.value(py).setattr("return_code", code) {
                 return e;
             }
             err

@@ -117,6 +117,7 @@ impl Inner {
         let header = InputHeader {
             result_addr: output.mr.addr(),
             result_rkey: output.mr.rkey(),
+            result_capacity: u32::try_from(output.capacity()).unwrap_or(u32::MAX),
         };
         input.mr.write(0, &header.encode())?;
         let flags = SendFlags::selective(self.sends.fetch_add(1, Ordering::Relaxed));
@@ -324,8 +325,9 @@ impl Inner {
         self.done.notify_all();
     }
 
-    /// Takes a finished slot's result and frees the slot.
-    pub(crate) fn take(&self, index: usize) -> Result<u32> {
+    /// Takes a finished slot's result and frees the slot; a function's error message is read
+    /// from `output` when given.
+    pub(crate) fn take(&self, index: usize, output: Option<&OutputBuffer>) -> Result<u32> {
         let rs = &self.slots[index];
         let (code, len) = (
             rs.code.load(Ordering::Relaxed),
@@ -339,6 +341,16 @@ impl Inner {
         }
         match ReturnCode::from_raw(code as u16) {
             Some(ReturnCode::Success) => Ok(len),
+            Some(ReturnCode::FunctionError) => Err(Error::Function {
+                len,
+                message: output.map(|out| {
+                    let mut bytes = vec![0u8; (len as usize).min(out.capacity())];
+                    match out.read(&mut bytes) {
+                        Ok(()) => String::from_utf8_lossy(&bytes).into_owned(),
+                        Err(e) => format!("(its message could not be read: {e})"),
+                    }
+                }),
+            }),
             Some(rc) => Err(Error::Invocation(rc)),
             None => Err(Error::Protocol(ProtocolError::Invalid {
                 record: "result",
@@ -371,7 +383,7 @@ impl Inner {
     /// Gives slot `index` up without waiting: taken if its result is there, else abandoned.
     pub(crate) fn give_up(&self, index: usize) {
         if self.abandon(index, Duration::ZERO).is_ok() {
-            let _ = self.take(index);
+            let _ = self.take(index, None);
         }
     }
 }

@@ -52,6 +52,16 @@ pub enum Error {
     /// The function ran but the executor reports an error.
     #[error("invocation failed: {0}")]
     Invocation(ReturnCode),
+    /// The function reported an error ([`ReturnCode::FunctionError`]): its message, taken
+    /// from the output buffer where the call can read it (calls that wait with the buffer at
+    /// hand), else only its length.
+    #[error("{}", describe_function_error(message.as_deref(), *len))]
+    Function {
+        /// The message's length in bytes; they are at the start of the output buffer.
+        len: u32,
+        /// The message, when the waiting call had the output buffer.
+        message: Option<String>,
+    },
     /// Every input slot of the executor thread is used by a call in flight; one is free again
     /// once a result is taken.
     #[error(
@@ -73,5 +83,22 @@ impl Error {
     /// [`Error::NoResources`].
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Busy { .. } | Error::NoResources(_))
+    }
+
+    /// The executor's return code, for the errors that carry one: [`Error::Invocation`] and
+    /// [`Error::Function`].
+    pub fn return_code(&self) -> Option<ReturnCode> {
+        match self {
+            Error::Invocation(code) => Some(*code),
+            Error::Function { .. } => Some(ReturnCode::FunctionError),
+            _ => None,
+        }
+    }
+}
+
+fn describe_function_error(message: Option<&str>, len: u32) -> String {
+    match message {
+        Some(m) => format!("the function failed: {m}"),
+        None => format!("the function failed; its {len}-byte message is in the output buffer"),
     }
 }

@@ -236,7 +236,7 @@ impl Executor {
             .inner
             .submit(thread, function, input, size, output, sleeping)?;
         self.inner.wait_for(index, timeout)?;
-        self.inner.take(index)
+        self.inner.take(index, Some(output))
     }
 
     /// Starts `function` on thread `thread` and returns at once; the background poller
@@ -292,8 +292,8 @@ impl Executor {
             {
                 Ok(index) => indices.push(index),
                 Err(e) => {
-                    for index in indices {
-                        let _ = self.finish(index);
+                        for (index, output) in indices.into_iter().zip(outputs) {
+                        let _ = self.finish(index, output);
                     }
                     return Err(e);
                 }
@@ -302,7 +302,7 @@ impl Executor {
         let mut lens = Vec::with_capacity(indices.len());
         let mut first_error = None;
         for index in indices {
-            match self.finish(index) {
+            match self.finish(index, outputs[lens.len()]) {
                 Ok(len) => lens.push(len),
                 Err(e) => {
                     lens.push(0);
@@ -318,9 +318,9 @@ impl Executor {
 
     /// Waits (at most the call timeout) for the call in result slot `index` and takes its
     /// result.
-    fn finish(&self, index: usize) -> Result<u32> {
+    fn finish(&self, index: usize, output: &OutputBuffer) -> Result<u32> {
         self.inner.wait_for(index, self.inner.call_timeout)?;
-        self.inner.take(index)
+        self.inner.take(index, Some(output))
     }
 
     /// Ends the allocation: the executor sees its client leave and exits.
@@ -378,7 +378,7 @@ impl Invocation {
         let delivered = self.inner.wait_delivered(self.index, timeout);
         self.inner.async_in_flight.fetch_sub(1, Ordering::SeqCst);
         delivered?;
-        self.inner.take(self.index)
+        self.inner.take(self.index, None)
     }
 }
 
