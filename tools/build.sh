@@ -2,7 +2,8 @@
 # Builds rFaaS-rs and lays it out as the tutorial expects:
 #   <build-dir>/bin/         executor_manager, executor, resource_manager
 #   <build-dir>/benchmarks/  warm_benchmarker, cold_benchmarker, parallel_invocations, ...
-#   <build-dir>/examples/    libfunctions.so, functions.wasm
+#   <build-dir>/examples/    libfunctions.so, functions.wasm, and from tools/build_functions.sh
+#                            libworkloads.so, workloads.wasm, libfunctions_c.so, functions_c.wasm
 #   and the clients beyond Rust (librfaas for C and C++, the Python wheel): see
 #   tools/build_clients.sh
 # Usage: tools/build.sh [--debug] [--no-verbs] [BUILD_DIR]   (default: build, release mode)
@@ -47,6 +48,9 @@ for b in warm_benchmarker cold_benchmarker parallel_invocations api_walkthrough 
 done
 cp -f "$out/libfunctions.so" "$build_dir/examples/"
 cp -f functions-wasm/target/wasm32-unknown-unknown/release/functions.wasm "$build_dir/examples/"
+debug_flag=()
+[ "$profile" = debug ] && debug_flag+=(--debug)
+tools/build_functions.sh "${debug_flag[@]}" "$build_dir"
 echo "==> laid out in $build_dir/{bin,benchmarks,examples}" >&2
 
 # Clients beyond Rust: librfaas (C ABI, rfaas.hpp), its examples, the Python wheel.

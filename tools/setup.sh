@@ -5,7 +5,8 @@
 #
 # Usage: tools/setup.sh [--check] PART...
 #   build     compiling the workspace: cmake + libclang (the verbs provider's bindings),
-#             jq (tools/build.sh), the wasm32-unknown-unknown target (functions.wasm)
+#             jq (tools/build.sh), the wasm32-unknown-unknown target (functions.wasm), and
+#             for the example functions the wasm32-wasip1 target and clang, lld, wasi-libc
 #   tutorial  the tutorial's commands: iproute2 (device_generator.sh), curl
 #   clients   librfaas's C and C++ examples and the Python package: pkg-config, g++, cmake,
 #             python3-dev, and maturin and numpy (PyPI) in $RFAAS_VENV
@@ -34,7 +35,7 @@ done
 
 # Debian packages of each part.
 declare -A packages=(
-  [build]="cmake libclang-dev jq"
+  [build]="cmake libclang-dev jq clang lld wasi-libc libclang-rt-dev-wasm32"
   [tutorial]="iproute2 curl"
   [clients]="pkg-config g++ cmake python3-dev python3-venv"
   # busybox-static: virtme-ng's guest init; linux-image-amd64: the guest's kernel (rdma_rxe).
@@ -49,7 +50,7 @@ for part in "${parts[@]}"; do
     [ "$status" = "install ok installed" ] || missing_pkgs+=("$pkg")
   done
 done
-need_wasm=0
+missing_targets=()
 need_venv=0
 need_nightly=0
 need_cargo_fuzz=0
@@ -59,7 +60,10 @@ client_pips="maturin==1.16.0 numpy==2.3.5"
 for part in "${parts[@]}"; do
   case "$part" in
     build)
-      rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || need_wasm=1 ;;
+      installed=$(rustup target list --installed 2>/dev/null)
+      for t in wasm32-unknown-unknown wasm32-wasip1; do
+        grep -qx "$t" <<<"$installed" || missing_targets+=("$t")
+      done ;;
     softroce)
       [ -x "$venv/bin/vng" ] || need_venv=1 ;;
     fuzz)
@@ -71,7 +75,7 @@ for part in "${parts[@]}"; do
   esac
 done
 
-if [ ${#missing_pkgs[@]} -eq 0 ] && [ $need_wasm = 0 ] && [ $need_venv = 0 ] &&
+if [ ${#missing_pkgs[@]} -eq 0 ] && [ ${#missing_targets[@]} -eq 0 ] && [ $need_venv = 0 ] &&
   [ $need_nightly = 0 ] && [ $need_cargo_fuzz = 0 ] && [ $need_client_venv = 0 ]; then
   exit 0
 fi
@@ -79,7 +83,7 @@ fi
 commands=()
 [ ${#missing_pkgs[@]} -gt 0 ] &&
   commands+=("apt-get update && apt-get install -y ${missing_pkgs[*]}")
-[ $need_wasm = 1 ] && commands+=("rustup target add wasm32-unknown-unknown")
+[ ${#missing_targets[@]} -gt 0 ] && commands+=("rustup target add ${missing_targets[*]}")
 [ $need_venv = 1 ] && commands+=("python3 -m venv $venv && $venv/bin/pip install virtme-ng==1.42")
 [ $need_nightly = 1 ] && commands+=("rustup toolchain install nightly --profile minimal")
 [ $need_cargo_fuzz = 1 ] && commands+=("cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked")
@@ -97,9 +101,9 @@ if [ ${#missing_pkgs[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing_pkgs[@]}" >/dev/null
 fi
-if [ $need_wasm = 1 ]; then
-  echo "==> adding the wasm32-unknown-unknown target" >&2
-  rustup target add wasm32-unknown-unknown
+if [ ${#missing_targets[@]} -gt 0 ]; then
+  echo "==> adding the rustup targets ${missing_targets[*]}" >&2
+  rustup target add "${missing_targets[@]}"
 fi
 if [ $need_venv = 1 ]; then
   echo "==> installing virtme-ng into $venv" >&2

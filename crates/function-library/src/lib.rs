@@ -12,6 +12,10 @@
 //! - **Wasm**: the exported functions of a valid module that defines and exports its own
 //!   `memory`; each must have the type `(i32, i32, i32) -> i32`.
 //!
+//! Exports that are hooks for the executor rather than functions for clients are not functions:
+//! a WASI reactor's `_initialize` and the SDK's `__rfaas_*` hooks (see [`is_hook`]). A WASI
+//! command module (one that exports `_start`) is refused: it is a program, not a library.
+//!
 //! A library holds at least one and at most [`MAX_FUNCTIONS`] functions, as the wire protocol
 //! carries the index in 15 bits.
 //!
@@ -67,6 +71,21 @@ const WASM_MAGIC: &[u8] = b"\0asm";
 const MEMORY_EXPORT: &str = "memory";
 /// How many leading bytes an unrecognised input quotes in its error.
 const QUOTED_BYTES: usize = 8;
+/// A WASI reactor's initialiser, which the executor runs once per instance.
+pub const WASI_INITIALIZE: &str = "_initialize";
+/// The entry point of a WASI command module.
+const WASI_START: &str = "_start";
+/// The prefix of the hooks the function SDK exports for the executor.
+pub const HOOK_PREFIX: &str = "__rfaas_";
+/// The SDK's hook `void __rfaas_set_output_capacity(uint32_t)`, which the executor calls with
+/// the size of every output slot before the first function runs.
+pub const SET_OUTPUT_CAPACITY: &str = "__rfaas_set_output_capacity";
+
+/// Whether an export is a hook for the executor, not a function clients call: a WASI
+/// reactor's `_initialize`, or an SDK hook (`__rfaas_…`).
+pub fn is_hook(name: &str) -> bool {
+    name == WASI_INITIALIZE || name.starts_with(HOOK_PREFIX)
+}
 
 /// Why a function library was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +126,12 @@ pub enum Error {
     /// The wasm module imports a memory instead of defining it.
     #[error("the module imports its memory; it must define and export `memory`")]
     ImportedMemory,
+    /// The wasm module is a WASI command, not a library of functions.
+    #[error(
+        "the module is a WASI command (it exports `_start`), which runs once as a program; \
+         build a library: a Rust `cdylib`, or C with `-mexec-model=reactor`"
+    )]
+    CommandModule,
     /// The wasm module does not export a memory named `memory`.
     #[error("the module does not export a memory named `memory`; it must define and export it")]
     MissingMemoryExport,
@@ -364,7 +389,9 @@ fn elf_functions<Elf: FileHeader<Endian = object::Endianness>>(
         let name = symbols.symbol_name(endian, symbol).map_err(malformed)?;
         let name = std::str::from_utf8(name)
             .map_err(|_| Error::NonUtf8Name(String::from_utf8_lossy(name).into_owned()))?;
-        functions.push(name.to_owned());
+        if !is_hook(name) {
+            functions.push(name.to_owned());
+        }
     }
     Ok(functions)
 }
@@ -387,6 +414,8 @@ fn wasm_functions(bytes: &[u8]) -> Result<Vec<String>, Error> {
     for (name, entity) in exports {
         match entity {
             EntityType::Memory(_) if name == MEMORY_EXPORT => has_memory = true,
+            EntityType::Func(_) if name == WASI_START => return Err(Error::CommandModule),
+            EntityType::Func(_) | EntityType::FuncExact(_) if is_hook(name) => {}
             EntityType::Func(id) | EntityType::FuncExact(id) => {
                 let signature = match &types[id].composite_type.inner {
                     CompositeInnerType::Func(signature) => signature,

@@ -55,6 +55,42 @@ fn other_exports_are_ignored() {
 }
 
 #[test]
+fn hooks_for_the_executor_are_not_functions() {
+    const VOID: (&[u8], &[u8]) = (&[], &[]);
+    const SETTER: (&[u8], &[u8]) = (&[I32], &[]);
+    let module = Module::new()
+        .with_type(RFAAS)
+        .with_type(VOID)
+        .with_type(SETTER)
+        .with_functions(&[0, 1, 2])
+        .with_memory()
+        .export_memory("memory")
+        .export_function("run", 0)
+        .export_function("_initialize", 1)
+        .export_function("__rfaas_set_output_capacity", 2)
+        .encode();
+    let library = FunctionLibrary::inspect(&module).expect("a reactor with SDK hooks");
+    assert_eq!(library.functions(), ["run"]);
+}
+
+#[test]
+fn a_wasi_command_is_refused() {
+    const VOID: (&[u8], &[u8]) = (&[], &[]);
+    let module = Module::new()
+        .with_type(RFAAS)
+        .with_type(VOID)
+        .with_functions(&[0, 1])
+        .with_memory()
+        .export_memory("memory")
+        .export_function("run", 0)
+        .export_function("_start", 1)
+        .encode();
+    let error = FunctionLibrary::inspect(&module).unwrap_err();
+    assert_eq!(error, Error::CommandModule);
+    assert!(error.to_string().contains("-mexec-model=reactor"), "{error}");
+}
+
+#[test]
 fn a_module_without_memory_is_rejected() {
     let module = Module::new()
         .with_type(RFAAS)
