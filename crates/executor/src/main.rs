@@ -5,6 +5,7 @@
 mod billing;
 mod meter;
 mod native;
+mod native_memory;
 mod sandbox;
 mod wasm;
 mod watchdog;
@@ -78,9 +79,12 @@ struct Args {
     /// -1 always hot, 0 always warm, >0 ms of idle hot polling before sleeping.
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     hot_timeout: i32,
-    /// Per-invocation time limit for wasm functions, in ms (0: none).
+    /// Per-invocation time limit, in ms (0: none).
     #[arg(long, default_value_t = 0)]
     time_limit_ms: u32,
+    /// The allocation's memory in MiB: what its functions may allocate (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    memory_mb: u32,
     /// Stop each thread after this many invocations (0: serve until the client leaves).
     #[arg(long, default_value_t = 0)]
     max_invocations: u64,
@@ -370,15 +374,24 @@ fn build_sandboxes(
 ) -> Result<Vec<Box<dyn Sandbox>>> {
     match args.sandbox {
         Kind::Native => {
-            let lib = NativeLibrary::load(code, library.functions())?;
-            (0..args.cores)
+            let lib = NativeLibrary::load(code, library.functions(), args.max_payload)?;
+            let sandboxes = (0..args.cores)
                 .map(|_| {
                     Ok(Box::new(NativeSandbox::new(lib.clone(), pd, layout)?) as Box<dyn Sandbox>)
                 })
-                .collect()
+                .collect::<Result<Vec<_>>>()?;
+            if args.memory_mb > 0 {
+                native_memory::limit(args.memory_mb, args.cores)?;
+            }
+            Ok(sandboxes)
         }
         Kind::Wasm => {
-            wasm::build_wasm_sandboxes(pd, code, library, layout, args.cores, args.time_limit_ms)
+            let options = wasm::WasmOptions {
+                allocation_id: args.allocation_id,
+                time_limit_ms: args.time_limit_ms,
+                memory_mb: args.memory_mb,
+            };
+            wasm::build_wasm_sandboxes(pd, code, library, layout, args.cores, options)
         }
     }
 }

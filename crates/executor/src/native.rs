@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
+use function_library::SET_OUTPUT_CAPACITY;
 use rdmalib::{Access, MemoryRegion, ProtectionDomain};
 use rfaas_protocol::invocation::ReturnCode;
 
@@ -27,8 +28,13 @@ pub struct NativeLibrary {
 }
 
 impl NativeLibrary {
-    /// Loads `code` and resolves `names` (sorted: position = function index).
-    pub fn load(code: &[u8], names: &[String]) -> Result<Arc<NativeLibrary>> {
+    /// Loads `code`, resolves `names` (sorted: position = function index) and tells the
+    /// library the size of its output slots if it asks (the SDK's hook).
+    pub fn load(
+        code: &[u8],
+        names: &[String],
+        output_capacity: u32,
+    ) -> Result<Arc<NativeLibrary>> {
         // SAFETY: memfd_create takes a NUL-terminated name; the result is checked.
         let fd = unsafe { libc::memfd_create(c"rfaas-functions".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -56,6 +62,14 @@ impl NativeLibrary {
         }
         if functions.is_empty() {
             bail!("the library exports no functions");
+        }
+        // SAFETY: an SDK hook of the seed's kind of contract: the library exports it as
+        // `void __rfaas_set_output_capacity(uint32_t)` (the SDK's header and crate do).
+        if let Ok(hook) = unsafe {
+            library.get::<unsafe extern "C" fn(u32)>(SET_OUTPUT_CAPACITY.as_bytes())
+        } {
+            // SAFETY: as above; it only stores the value.
+            unsafe { hook(output_capacity) };
         }
         Ok(Arc::new(NativeLibrary {
             functions,

@@ -1,7 +1,7 @@
 //! The WebAssembly sandbox: functions of a wasm module whose linear memory *is* the registered
 //! buffer.
 //!
-//! One wasmtime [`Engine`] per executor process; per thread one [`Store`] and [`Instance`],
+//! One wasmtime [`Engine`] per executor process; per thread one [`Store`] and instance,
 //! whose linear memory the host supplies (see [`memory`]): a fixed mapping per thread, reused by
 //! every instance that thread creates. The thread's input and output buffers are pages the host
 //! grows beyond the module's own initial memory; they are registered with the RDMA layer and
@@ -16,6 +16,12 @@
 //! stay registered as they are (in-flight payloads of other slots survive), and the published
 //! addresses stay valid.
 //!
+//! Modules may import WASI preview 1 (`wasi_snapshot_preview1`, see [`wasi`]), which grants
+//! nothing but clocks, random numbers and a log for stdout and stderr; any other import is
+//! refused. A WASI reactor's `_initialize` and the function SDK's output-capacity hook run once
+//! per instance, after the buffers are in place. An instance's memory is held to the
+//! allocation's `memory` (see [`limits`]).
+//!
 //! Instantiation is not pooled and memories are not copy-on-write initialised: wasmtime's
 //! pooling allocator and CoW images cannot be combined with host-supplied memory (the pooling
 //! allocator ignores the memory creator; CoW needs wasmtime's own mmap and panics for a module
@@ -24,26 +30,32 @@
 //! Compilation is what costs at a cold start; it is cached on disk (see [`cache`]).
 
 mod cache;
+mod limits;
 mod memory;
 mod mmap;
 #[cfg(test)]
 mod tests;
+mod wasi;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use function_library::FunctionLibrary;
+use function_library::{FunctionLibrary, SET_OUTPUT_CAPACITY, WASI_INITIALIZE};
 use rdmalib::{Access, MemoryRegion, ProtectionDomain};
 use rfaas_protocol::invocation::ReturnCode;
 use wasmtime::{
-    Config, Engine, ExternType, Instance, InstanceAllocationStrategy, Module, Store, Trap,
-    TypedFunc, ValType,
+    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, Store,
+    Trap, TypedFunc, ValType,
 };
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p1::WasiP1Ctx;
 
 use self::cache::CacheOutcome;
+use self::limits::{Budget, InstanceLimits};
 use self::memory::ThreadMemory;
+use self::wasi::Console;
 use crate::sandbox::{Sandbox, SlotLayout};
 
 /// The size of a wasm page.
@@ -60,6 +72,17 @@ const NO_DEADLINE: u64 = u64::MAX / 2;
 /// The type of every function: `(args, size, res) -> output size`.
 type WasmFn = TypedFunc<(i32, i32, i32), i32>;
 
+/// What an allocation allows its wasm functions, and how their log lines are tagged.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WasmOptions {
+    /// The allocation's id, in the log lines of what functions print.
+    pub allocation_id: u32,
+    /// Per-invocation time limit in ms (0: none).
+    pub time_limit_ms: u32,
+    /// The module memory all threads' instances may hold together, in MiB (0: no limit).
+    pub memory_mb: u32,
+}
+
 /// Builds one wasm sandbox per thread for the module `code`, whose functions are
 /// `library.functions()` (sorted: position = function index).
 pub fn build_wasm_sandboxes(
@@ -68,7 +91,7 @@ pub fn build_wasm_sandboxes(
     library: &FunctionLibrary,
     layout: SlotLayout,
     threads: u16,
-    time_limit_ms: u32,
+    options: WasmOptions,
 ) -> Result<Vec<Box<dyn Sandbox>>> {
     let cache_dir = cache::default_dir();
     let built = build(
@@ -77,7 +100,7 @@ pub fn build_wasm_sandboxes(
         library.functions(),
         layout,
         threads,
-        time_limit_ms,
+        options,
         cache_dir.as_deref(),
     )?;
     Ok(built
@@ -102,9 +125,10 @@ pub(crate) fn build(
     names: &[String],
     layout: SlotLayout,
     threads: u16,
-    time_limit_ms: u32,
+    options: WasmOptions,
     cache_dir: Option<&Path>,
 ) -> Result<Built> {
+    let time_limit_ms = options.time_limit_ms;
     if threads == 0 || layout.slot_count == 0 {
         bail!("a wasm sandbox needs at least one thread and one input slot");
     }
@@ -130,17 +154,36 @@ pub(crate) fn build(
         ),
     }
     let plan = MemoryPlan::new(&loaded.module, names, layout)?;
+    let budget = Budget::new(options.memory_mb);
+    if let Some(limit) = budget.limit()
+        && plan.module_len.saturating_mul(threads.into()) > limit
+    {
+        bail!(
+            "the module's own memory of {} KiB, once per thread ({threads}), does not fit the \
+             allocation's memory of {} MiB",
+            plan.module_len >> 10,
+            options.memory_mb
+        );
+    }
     let deadline = if time_limit_ms == 0 {
         None
     } else {
         start_epoch_ticker(engine)?;
         Some(u64::from(time_limit_ms) + 1)
     };
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
+        .map_err(|e| anyhow::anyhow!("providing WASI to the module: {e:#}"))?;
+    let pre = linker
+        .instantiate_pre(&loaded.module)
+        .map_err(|e| anyhow::anyhow!("linking the module to WASI: {e:#}"))?;
     let shared = Arc::new(Shared {
-        engine: engine.clone(),
-        module: loaded.module,
-        names: names.to_vec(),
+        pre,
+        names: names.into(),
         plan,
+        budget,
+        allocation_id: options.allocation_id,
+        output_capacity: layout.max_payload as u32,
     });
     let sandboxes = (0..threads)
         .map(|thread| {
@@ -150,13 +193,18 @@ pub(crate) fn build(
         .collect::<Result<Vec<_>>>()?;
     tracing::info!(
         "wasm sandboxes ready: {threads} threads, buffers at linear memory offset {:#x} \
-         (input) and {:#x} (output), time limit {}",
+         (input) and {:#x} (output), time limit {}, memory {}",
         plan.input_base,
         plan.output_base,
         if time_limit_ms == 0 {
             "none".to_string()
         } else {
             format!("{time_limit_ms} ms")
+        },
+        if options.memory_mb == 0 {
+            "unlimited".to_string()
+        } else {
+            format!("{} MiB", options.memory_mb)
         }
     );
     Ok(Built {
@@ -235,19 +283,8 @@ impl MemoryPlan {
                 import.name()
             );
         }
-        if let Some(import) = imports.first() {
-            let kind = match import.ty() {
-                ExternType::Func(_) => "function",
-                ExternType::Global(_) => "global",
-                ExternType::Table(_) => "table",
-                ExternType::Memory(_) => "memory",
-                ExternType::Tag(_) => "tag",
-            };
-            bail!(
-                "the module imports {kind} `{}`.`{}`; rFaaS provides no imports",
-                import.module(),
-                import.name()
-            );
+        if let Some(why) = imports.iter().find_map(wasi::refuse_import) {
+            bail!("{why}");
         }
         let ty = match module.get_export(MEMORY_EXPORT) {
             Some(ExternType::Memory(ty)) => ty,
@@ -313,16 +350,26 @@ impl MemoryPlan {
 
 /// What the threads of one allocation share.
 struct Shared {
-    engine: Engine,
-    module: Module,
+    /// The module, linked to WASI.
+    pre: InstancePre<Host>,
     /// Function names in index order.
-    names: Vec<String>,
+    names: Arc<[String]>,
     plan: MemoryPlan,
+    budget: Arc<Budget>,
+    allocation_id: u32,
+    /// What the SDK's output-capacity hook is told: the size of an output slot.
+    output_capacity: u32,
+}
+
+/// What an instance's store holds for the host.
+struct Host {
+    wasi: WasiP1Ctx,
+    limits: InstanceLimits,
 }
 
 /// One live instance of the module on a thread's memory.
 struct Live {
-    store: Store<()>,
+    store: Store<Host>,
     /// The functions in index order.
     functions: Box<[WasmFn]>,
     #[cfg_attr(not(test), allow(dead_code))]
@@ -338,6 +385,10 @@ pub(crate) struct WasmSandbox {
     live: Option<Live>,
     memory: Arc<ThreadMemory>,
     shared: Arc<Shared>,
+    /// Where the functions' stdout and stderr go.
+    console: Console,
+    /// Invocations so far (wrapping): tells one invocation's output from the next.
+    calls: u32,
     layout: SlotLayout,
     thread: u16,
     /// Epoch ticks a call may run; `None` for no limit.
@@ -357,7 +408,8 @@ impl WasmSandbox {
         let plan = shared.plan;
         let memory = ThreadMemory::new(plan.module_len, plan.input_base, plan.buffers_end)
             .context("reserving the linear memory")?;
-        let live = instantiate(&shared, &memory, deadline)?;
+        let console = Console::new(shared.allocation_id, thread, shared.names.clone());
+        let live = instantiate(&shared, &memory, &console, deadline)?;
         // SAFETY: both ranges lie inside the thread memory's buffer pages
         // `[input_base, buffers_end)` (MemoryPlan), which are readable and writable from
         // `ThreadMemory::new` on and are never moved, unmapped, zeroed or protected while the
@@ -390,6 +442,8 @@ impl WasmSandbox {
             live: Some(live),
             memory,
             shared,
+            console,
+            calls: 0,
             layout,
             thread,
             deadline,
@@ -402,7 +456,12 @@ impl WasmSandbox {
         // The old instance must release the memory before the new one takes it.
         self.live = None;
         self.reinstantiations += 1;
-        self.live = Some(instantiate(&self.shared, &self.memory, self.deadline)?);
+        self.live = Some(instantiate(
+            &self.shared,
+            &self.memory,
+            &self.console,
+            self.deadline,
+        )?);
         Ok(())
     }
 
@@ -411,7 +470,20 @@ impl WasmSandbox {
     #[inline(never)]
     fn fail(&mut self, index: usize, error: wasmtime::Error) -> ReturnCode {
         let name = &self.shared.names[index];
+        let out_of_memory = self
+            .live
+            .as_ref()
+            .is_some_and(|live| live.store.data().limits.refused());
         let code = match error.downcast_ref::<Trap>() {
+            _ if out_of_memory => {
+                tracing::warn!(
+                    "thread {}: wasm function `{name}` failed after the allocation's memory \
+                     ({} MiB) refused it more: {error:#}; re-instantiating",
+                    self.thread,
+                    self.shared.budget.limit().unwrap_or(0) >> 20
+                );
+                ReturnCode::OutOfMemory
+            }
             Some(Trap::Interrupt) => {
                 tracing::warn!(
                     "thread {}: wasm function `{name}` ran past the time limit of {} ms; \
@@ -429,10 +501,17 @@ impl WasmSandbox {
                 ReturnCode::Trap
             }
             None => {
-                tracing::warn!(
-                    "thread {}: wasm function `{name}` failed: {error:#}; re-instantiating",
-                    self.thread
-                );
+                match error.downcast_ref::<I32Exit>() {
+                    Some(I32Exit(status)) => tracing::warn!(
+                        "thread {}: wasm function `{name}` called exit({status}); \
+                         re-instantiating",
+                        self.thread
+                    ),
+                    None => tracing::warn!(
+                        "thread {}: wasm function `{name}` failed: {error:#}; re-instantiating",
+                        self.thread
+                    ),
+                }
                 ReturnCode::Trap
             }
         };
@@ -475,15 +554,28 @@ impl WasmSandbox {
     }
 }
 
-/// Instantiates the module on `memory` and grows the memory over the buffer pages.
-fn instantiate(shared: &Shared, memory: &Arc<ThreadMemory>, deadline: Option<u64>) -> Result<Live> {
+/// Instantiates the module on `memory`, grows the memory over the buffer pages and runs the
+/// module's initialisers.
+fn instantiate(
+    shared: &Shared,
+    memory: &Arc<ThreadMemory>,
+    console: &Console,
+    deadline: Option<u64>,
+) -> Result<Live> {
     let wasm_err = |what: &str, e: wasmtime::Error| anyhow::anyhow!("{what}: {e:#}");
     let plan = shared.plan;
-    let mut store = Store::new(&shared.engine, ());
+    let host = Host {
+        wasi: wasi::context(console),
+        limits: InstanceLimits::new(shared.budget.clone(), &plan),
+    };
+    let mut store = Store::new(shared.pre.module().engine(), host);
+    store.limiter(|host| &mut host.limits);
     store.set_epoch_deadline(deadline.unwrap_or(NO_DEADLINE));
     let instance = {
         let _selected = memory::select(memory);
-        Instance::new(&mut store, &shared.module, &[])
+        shared
+            .pre
+            .instantiate(&mut store)
             .map_err(|e| wasm_err("instantiating the wasm module", e))?
     };
     let wasm_memory = instance
@@ -502,6 +594,17 @@ fn instantiate(shared: &Shared, memory: &Arc<ThreadMemory>, deadline: Option<u64
              modules that grow their memory while instantiating are not supported",
             plan.module_len / WASM_PAGE
         );
+    }
+    // Initialisers run once the buffers are in place, so what they allocate lands beyond them.
+    if let Some(init) = instance.get_func(&mut store, WASI_INITIALIZE) {
+        init.typed::<(), ()>(&store)
+            .and_then(|init| init.call(&mut store, ()))
+            .map_err(|e| wasm_err(&format!("the module's `{WASI_INITIALIZE}` failed"), e))?;
+    }
+    if let Some(hook) = instance.get_func(&mut store, SET_OUTPUT_CAPACITY) {
+        hook.typed::<i32, ()>(&store)
+            .and_then(|hook| hook.call(&mut store, shared.output_capacity as i32))
+            .map_err(|e| wasm_err(&format!("the module's `{SET_OUTPUT_CAPACITY}` failed"), e))?;
     }
     let functions = shared
         .names
@@ -554,6 +657,9 @@ impl Sandbox for WasmSandbox {
         if let Some(ticks) = self.deadline {
             live.store.set_epoch_deadline(ticks);
         }
+        self.calls = self.calls.wrapping_add(1);
+        self.console.begin(self.calls, index);
+        live.store.data_mut().limits.clear_refusal();
         match live.functions[index].call(&mut live.store, (args, size as i32, res)) {
             // Read as u32: a negative result is a huge size, which the worker rejects.
             Ok(n) => Ok(n as u32),

@@ -12,8 +12,8 @@ use rdmalib::{
 use rfaas_protocol::Record;
 use rfaas_protocol::control::{MessageKind, ThreadReady};
 use rfaas_protocol::invocation::{
-    INPUT_HEADER_LEN, InputHeader, ReturnCode, invocation_receives, parse_invocation_imm,
-    result_imm,
+    FUNCTION_ERROR, INPUT_HEADER_LEN, InputHeader, ReturnCode, invocation_receives,
+    parse_invocation_imm, result_imm,
 };
 
 use rfaas_protocol::mailbox::Mailbox;
@@ -188,11 +188,19 @@ impl<S: Sandbox> Worker<S> {
             .read(self.layout.input_offset(slot), &mut header)?;
         let header = InputHeader::decode(&header);
         let size = (len - INPUT_HEADER_LEN) as u32;
+        // The output must fit both the output slot and the client's result buffer.
+        let capacity = self.layout.max_payload.min(header.result_capacity as usize);
         let (code, out_len) = match self.sandbox.invoke(function as usize, slot, size) {
-            Ok(n) if n as usize <= self.layout.max_payload => (ReturnCode::Success, n),
+            Ok(n) if n as usize <= capacity => (ReturnCode::Success, n),
+            Ok(n) if n & FUNCTION_ERROR != 0 => {
+                // A message longer than the buffer is cut; the code tells what happened.
+                let message = (n & !FUNCTION_ERROR).min(capacity as u32);
+                (ReturnCode::FunctionError, message)
+            }
             Ok(n) => {
                 tracing::warn!(
-                    "thread {}: function {function} returned {n} bytes, more than its output buffer",
+                    "thread {}: function {function} returned {n} bytes, more than the {capacity} \
+                     its result buffer holds",
                     self.thread
                 );
                 (ReturnCode::OutputTooLarge, 0)

@@ -1,5 +1,7 @@
 //! Tests of the wasm sandbox with the real `functions.wasm` and the tcp provider on 127.0.0.1.
 
+mod wasi_and_limits;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -14,10 +16,16 @@ use rdmalib::{
 use rfaas_protocol::invocation::ReturnCode;
 
 use super::cache::CacheOutcome;
-use super::{Built, WasmSandbox, build};
+use super::{Built, WasmOptions, WasmSandbox, build};
 use crate::sandbox::{Sandbox, SlotLayout};
 
 const T: Option<Duration> = Some(Duration::from_secs(10));
+/// No time limit, no memory limit.
+const NO_LIMITS: WasmOptions = WasmOptions {
+    allocation_id: 0,
+    time_limit_ms: 0,
+    memory_mb: 0,
+};
 
 fn dev() -> DeviceConfig {
     DeviceConfig {
@@ -121,7 +129,10 @@ impl Functions {
             library.functions(),
             LAYOUT,
             1,
-            time_limit_ms,
+            WasmOptions {
+                time_limit_ms,
+                ..NO_LIMITS
+            },
             Some(shared_cache()),
         )
         .expect("building the sandbox");
@@ -218,8 +229,9 @@ fn functions_run_in_place_and_failures_are_return_codes() {
     // A short spin finishes well within the limit.
     assert_eq!(f.call("spin", 0, &1000u32.to_le_bytes()), Ok(4));
 
-    // oversize: the worker rejects the size, the sandbox reports it as is.
-    assert_eq!(f.call("oversize", 0, b""), Ok(u32::MAX));
+    // oversize: the worker rejects the size, the sandbox reports it as is (the SDK caps a
+    // size below the error flag).
+    assert_eq!(f.call("oversize", 0, b""), Ok(0x7FFF_FFFF));
     assert_eq!(f.sandbox.reinstantiations(), 3);
 
     // Unknown index, too large a payload, a slot out of range.
@@ -287,7 +299,10 @@ fn sandboxes_move_to_their_threads_and_recover_there() {
         library.functions(),
         LAYOUT,
         3,
-        1000,
+        WasmOptions {
+            time_limit_ms: 1000,
+            ..NO_LIMITS
+        },
         Some(shared_cache()),
     )
     .unwrap();
@@ -522,6 +537,7 @@ fn the_worker_answers_a_short_invocation_with_bad_request() {
         let header = InputHeader {
             result_addr: mr.remote().offset(4096).addr,
             result_rkey: mr.rkey(),
+            result_capacity: 64,
         };
         mr.write(1024, &header.encode()).unwrap();
         mr.write(1024 + INPUT_HEADER_LEN, b"after").unwrap();
@@ -588,11 +604,11 @@ fn second_build_is_a_cache_hit() {
     let code = functions_wasm();
     let library = FunctionLibrary::inspect(code).unwrap();
     let names = library.functions();
-    let first = build(&pd, code, names, LAYOUT, 1, 0, Some(&dir.0)).unwrap();
+    let first = build(&pd, code, names, LAYOUT, 1, NO_LIMITS, Some(&dir.0)).unwrap();
     assert_eq!(first.cache, CacheOutcome::Miss { stored: true });
     let entries: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
     assert_eq!(entries.len(), 1, "one entry, no temporary file left");
-    let second = build(&pd, code, names, LAYOUT, 1, 0, Some(&dir.0)).unwrap();
+    let second = build(&pd, code, names, LAYOUT, 1, NO_LIMITS, Some(&dir.0)).unwrap();
     assert_eq!(second.cache, CacheOutcome::Hit);
     let mut s = second.sandboxes.into_iter().next().unwrap();
     s.input().write(LAYOUT.payload_offset(0), b"hit").unwrap();
@@ -605,10 +621,10 @@ fn second_build_is_a_cache_hit() {
     let damaged = dir.0.join("damaged");
     std::fs::write(&damaged, b"not a module").unwrap();
     std::fs::rename(&damaged, &entry).unwrap();
-    let third = build(&pd, code, names, LAYOUT, 1, 0, Some(&dir.0)).unwrap();
+    let third = build(&pd, code, names, LAYOUT, 1, NO_LIMITS, Some(&dir.0)).unwrap();
     assert_eq!(third.cache, CacheOutcome::Miss { stored: true });
     assert_eq!(
-        build(&pd, code, names, LAYOUT, 1, 0, Some(&dir.0))
+        build(&pd, code, names, LAYOUT, 1, NO_LIMITS, Some(&dir.0))
             .unwrap()
             .cache,
         CacheOutcome::Hit
@@ -617,7 +633,7 @@ fn second_build_is_a_cache_hit() {
     // A cache that cannot be written is a warning too.
     let file = dir.0.join("a-file");
     std::fs::write(&file, b"").unwrap();
-    let unwritable = build(&pd, code, names, LAYOUT, 1, 0, Some(&file)).unwrap();
+    let unwritable = build(&pd, code, names, LAYOUT, 1, NO_LIMITS, Some(&file)).unwrap();
     assert_eq!(unwritable.cache, CacheOutcome::Miss { stored: false });
 }
 
@@ -706,7 +722,7 @@ fn simple(ty: Vec<u8>, memory: Vec<u8>, export_memory: bool) -> Vec<u8> {
 fn build_error(code: &[u8]) -> String {
     let (_ctx, pd) = pd();
     let dir = TempDir::new();
-    match build(&pd, code, &["f".to_string()], LAYOUT, 1, 0, Some(&dir.0)) {
+    match build(&pd, code, &["f".to_string()], LAYOUT, 1, NO_LIMITS, Some(&dir.0)) {
         Ok(_) => panic!("the module was accepted"),
         Err(e) => format!("{e:#}"),
     }
@@ -717,7 +733,7 @@ fn hand_written_valid_module_runs() {
     let code = simple(rfaas_type(), limits(1, None), true);
     let (_ctx, pd) = pd();
     let dir = TempDir::new();
-    let built = build(&pd, &code, &["f".to_string()], LAYOUT, 1, 0, Some(&dir.0)).unwrap();
+    let built = build(&pd, &code, &["f".to_string()], LAYOUT, 1, NO_LIMITS, Some(&dir.0)).unwrap();
     let mut s = built.sandboxes.into_iter().next().unwrap();
     // `f` returns its first argument: the input offset of the payload.
     let (input_base, _) = s.buffer_offsets();
@@ -746,7 +762,7 @@ fn stack_overflow_is_a_trap_and_the_sandbox_recovers() {
     let (_ctx, pd) = pd();
     let dir = TempDir::new();
     let names = ["f".to_string(), "g".to_string()];
-    let built = build(&pd, &code, &names, LAYOUT, 1, 0, Some(&dir.0)).unwrap();
+    let built = build(&pd, &code, &names, LAYOUT, 1, NO_LIMITS, Some(&dir.0)).unwrap();
     let mut s = built.sandboxes.into_iter().next().unwrap();
     assert_eq!(s.invoke(0, 0, 0), Err(ReturnCode::Trap));
     assert_eq!(s.reinstantiations(), 1);
@@ -791,7 +807,7 @@ fn build_errors_are_clear() {
     ]);
     let e = build_error(&imported_function);
     assert!(
-        e.contains("imports function `env`.`log`; rFaaS provides no imports"),
+        e.contains("imports function `env`.`log`; rFaaS provides only the functions of `wasi_snapshot_preview1`"),
         "{e}"
     );
 
@@ -840,7 +856,7 @@ fn call_cost() {
     let library = FunctionLibrary::inspect(code).unwrap();
     for round in ["compile", "cache load"] {
         let started = Instant::now();
-        let built = build(&pd, code, library.functions(), LAYOUT, 1, 0, Some(&dir.0)).unwrap();
+        let built = build(&pd, code, library.functions(), LAYOUT, 1, NO_LIMITS, Some(&dir.0)).unwrap();
         println!(
             "{round}: {:?} ({:?}) including one instantiation",
             started.elapsed(),
