@@ -5,9 +5,11 @@
 //! - Binaries: `rdma_pingpong`, the raw RDMA baseline (write-with-immediate round trips between
 //!   two processes, in the manner of perftest's `ib_write_lat`), which the invocation
 //!   benchmarks are compared against.
+//! - [`workloads`]: inputs and reference results of the workload functions.
 #![deny(missing_docs)]
 
 pub mod setup;
 pub mod stats;
+pub mod workloads;
 
 pub use stats::{CsvWriter, Samples, Summary};

@@ -55,6 +55,23 @@ pub fn wasm_library() -> PathBuf {
     path
 }
 
+/// An example function library from `tools/build_functions.sh`: in `RFAAS_EXAMPLES_DIR`, else
+/// in the prefix `tools/test.sh` lays out (`RFAAS_CLIENTS_PREFIX`, default
+/// `build/test-prefix`), under `examples/`.
+pub fn example(name: &str) -> PathBuf {
+    let dir = std::env::var_os("RFAAS_EXAMPLES_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("RFAAS_CLIENTS_PREFIX").map(|p| PathBuf::from(p).join("examples")))
+        .unwrap_or_else(|| repo().join("build/test-prefix/examples"));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: `tools/build.sh --debug build/test-prefix` builds it (tools/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// A scratch directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 

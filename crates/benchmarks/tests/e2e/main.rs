@@ -8,6 +8,7 @@
 
 mod deployment;
 mod faults;
+mod functions;
 mod harness;
 mod native;
 mod wasm;
