@@ -10,7 +10,7 @@ use function_library::Kind;
 use crate::record::{Field, ProtocolError, Reader, Writer, record, wire_enum};
 
 /// Version of the control protocol; both ends of every connection must speak the same.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 const MAGIC: [u8; 4] = *b"RFAS";
 
 /// The start of every [`Hello`]: the magic and [`PROTOCOL_VERSION`], checked before anything
