@@ -61,14 +61,20 @@
 
 /* The output slot's size as the executor told it; 0 until it did. Weak, so that every
  * translation unit may include this header and the library holds one. */
-RFAAS_EXTERN_C __attribute__((weak, visibility("hidden"))) uint32_t rfaas_output_capacity_ = 0;
+#ifdef __cplusplus
+extern "C" {
+#endif
+__attribute__((weak, visibility("hidden"))) uint32_t rfaas_output_capacity_ = 0;
 
 /* The executor calls this once after loading the library (native) or instantiating the module
  * (wasm), before any function, with the size of every output slot. */
-RFAAS_EXTERN_C __attribute__((weak)) RFAAS_EXPORT(__rfaas_set_output_capacity) void
+__attribute__((weak)) RFAAS_EXPORT(__rfaas_set_output_capacity) void
 __rfaas_set_output_capacity(uint32_t capacity) {
     rfaas_output_capacity_ = capacity;
 }
+#ifdef __cplusplus
+}
+#endif
 
 /* How many bytes the function may write at `res`: the output slot, or `size` (the seed's
  * contract: the output holds at least the input) where the executor did not say. */

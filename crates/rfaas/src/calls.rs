@@ -91,12 +91,6 @@ impl Inner {
                 input.capacity()
             )));
         }
-        if output.capacity() < size {
-            return Err(Error::InvalidArgument(format!(
-                "output buffer of {} bytes is smaller than the {size}-byte payload",
-                output.capacity()
-            )));
-        }
         let slot = match t.claim() {
             Some(slot) => slot,
             None => {
