@@ -64,16 +64,8 @@ jq --arg device "$device" --argjson r "$per_round" --argjson w "$warmups" \
   config/benchmark.json > "$out/benchmark.json"
 
 echo "==> starting the executor manager" >&2
-PATH="$build/bin:$PATH" "$build/bin/executor_manager" -c "$out/executor_manager.json" \
-  --device-database "$out/devices.json" --skip-resource-manager 2> "$out/executor_manager.log" &
-manager=$!
-trap 'kill $manager 2>/dev/null; wait $manager 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  grep -q "Begin listening at" "$out/executor_manager.log" && break
-  kill -0 $manager 2>/dev/null || { cat "$out/executor_manager.log" >&2; exit 1; }
-  sleep 0.1
-done
-grep -q "Begin listening at" "$out/executor_manager.log" || { echo "the manager did not start" >&2; exit 1; }
+. tools/lib/local_manager.sh
+start_local_manager "$build" "$out"
 
 # Median, in microseconds, of the round_trip_ns column of a CSV file.
 median_us() {

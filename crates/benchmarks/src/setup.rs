@@ -157,11 +157,21 @@ impl Client {
         }
     }
 
-    /// Leases and allocates.
+    /// Leases and allocates, with the function library of `--functions`.
     pub fn allocate(&self, max_payload: u32, input_buf_count: u16) -> Result<Executor> {
+        self.allocate_code(&self.code, max_payload, input_buf_count)
+    }
+
+    /// Leases and allocates, with the function library `code`.
+    pub fn allocate_code(
+        &self,
+        code: &[u8],
+        max_payload: u32,
+        input_buf_count: u16,
+    ) -> Result<Executor> {
         let lease = self.lease()?;
         let spec = self.spec(max_payload, input_buf_count);
-        Executor::allocate(&self.endpoint, &lease, &self.code, &spec).with_context(|| {
+        Executor::allocate(&self.endpoint, &lease, code, &spec).with_context(|| {
             format!(
                 "allocating an executor on {} ({})",
                 lease.node, lease.address
