@@ -139,9 +139,8 @@ fn run(args: &Args) -> Result<()> {
             s.summary()
                 .expect("every case has at least one sample per kind")
         });
-        let cell = |s: &benchmarks::Summary| {
-            format!("{:.3} [{:.3}]", s.median / 1e3, s.p99 as f64 / 1e3)
-        };
+        let cell =
+            |s: &benchmarks::Summary| format!("{:.3} [{:.3}]", s.median / 1e3, s.p99 as f64 / 1e3);
         println!(
             "{:<14} {:<18} {:>9} {:>22} {:>22} {:>11.3}",
             case.workload,
@@ -156,7 +155,12 @@ fn run(args: &Args) -> Result<()> {
 }
 
 /// Checks one result of `case`, then times `repetitions` invocations after `warmups`.
-fn measure(executor: &Executor, case: &Case, repetitions: usize, warmups: usize) -> Result<Samples> {
+fn measure(
+    executor: &Executor,
+    case: &Case,
+    repetitions: usize,
+    warmups: usize,
+) -> Result<Samples> {
     let function = executor.function(&case.workload)?;
     let input = executor.input_buffer(case.input.len())?;
     let output = executor.output_buffer(case.expected.len())?;
