@@ -27,7 +27,13 @@ fn spec(cores: u16, call_timeout: Duration) -> AllocationSpec {
 }
 
 fn lease(endpoint: &Endpoint, cluster: &Cluster, cores: u16) -> rfaas::Result<Lease> {
-    Lease::from_resource_manager(endpoint, cluster.rm_rdma, cores, 256, Duration::from_secs(5))
+    Lease::from_resource_manager(
+        endpoint,
+        cluster.rm_rdma,
+        cores,
+        256,
+        Duration::from_secs(5),
+    )
 }
 
 /// `sleep` for `ms` on thread 0, submitted; the buffers live as long as the call.
@@ -96,10 +102,17 @@ fn the_tutorials_deployment_runs_across_hosts() {
     let nodes = cluster.executors();
     assert_eq!(nodes.len(), 3, "{nodes:?}");
     let n1 = &nodes["n1"]["billed"];
-    assert_eq!((n1["closed_leases"].as_u64(), n1["invocations"].as_u64()), (Some(1), Some(100)));
+    assert_eq!(
+        (n1["closed_leases"].as_u64(), n1["invocations"].as_u64()),
+        (Some(1), Some(100))
+    );
     assert_eq!(n1["execution_ns"], lease["billing"]["execution_ns"]);
     for node in ["n2", "n3"] {
-        assert_eq!(nodes[node]["billed"]["closed_leases"], 0, "{:?}", nodes[node]);
+        assert_eq!(
+            nodes[node]["billed"]["closed_leases"], 0,
+            "{:?}",
+            nodes[node]
+        );
         assert_eq!(nodes[node]["manager_connected"], true);
     }
 }
@@ -128,19 +141,29 @@ fn leases_spread_by_fit_and_a_request_larger_than_any_node_is_a_clear_error() {
             [two.node.as_str(), one.node.as_str(), four.node.as_str()],
             ["n2", "n1", "n3"]
         );
-        assert_eq!(four.address.to_string(), format!("{}:{MANAGER_PORT}", addr("n3")));
+        assert_eq!(
+            four.address.to_string(),
+            format!("{}:{MANAGER_PORT}", addr("n3"))
+        );
         // Full now: busy (transient), not too large.
         match lease(&endpoint, &cluster, 1) {
             Err(e @ Error::NoResources(_)) => assert!(e.is_transient()),
             other => panic!("every core is leased: {other:?}"),
         }
         // Still too large, whatever is free.
-        assert!(matches!(lease(&endpoint, &cluster, 5), Err(Error::NoExecutor(_))));
+        assert!(matches!(
+            lease(&endpoint, &cluster, 5),
+            Err(Error::NoExecutor(_))
+        ));
         let nodes = cluster.executors();
         for (node, cores) in NODES {
             assert_eq!(nodes[node]["leased_cores"], cores, "{:?}", nodes[node]);
             assert_eq!(nodes[node]["free_cores"], 0, "{:?}", nodes[node]);
-            assert_eq!(nodes[node]["billed"]["active_leases"], 1, "{:?}", nodes[node]);
+            assert_eq!(
+                nodes[node]["billed"]["active_leases"], 1,
+                "{:?}",
+                nodes[node]
+            );
         }
     });
 }
@@ -188,8 +211,9 @@ fn parallel_calls_over_leases_on_several_nodes_and_billing_adds_up() {
                                 input
                             })
                             .collect();
-                        let outputs: Vec<_> =
-                            (0..cores).map(|_| executor.output_buffer(64).unwrap()).collect();
+                        let outputs: Vec<_> = (0..cores)
+                            .map(|_| executor.output_buffer(64).unwrap())
+                            .collect();
                         let calls: Vec<_> = inputs.iter().map(|b| (b, 64)).collect();
                         let outs: Vec<_> = outputs.iter().collect();
                         for _ in 0..ROUNDS {
@@ -232,7 +256,9 @@ fn parallel_calls_over_leases_on_several_nodes_and_billing_adds_up() {
     }
     let leases = cluster.leases();
     let nodes = cluster.executors();
-    eprintln!("lease node  cores invocations(client) invocations(billed) execution_ms allocation_ms");
+    eprintln!(
+        "lease node  cores invocations(client) invocations(billed) execution_ms allocation_ms"
+    );
     for (id, (node, calls)) in &done {
         let l = &leases[id];
         assert_eq!(l["node"], node.as_str());
@@ -244,16 +270,24 @@ fn parallel_calls_over_leases_on_several_nodes_and_billing_adds_up() {
             billing["execution_ns"].as_u64().unwrap() as f64 / 1e6,
             billing["allocation_ns"].as_u64().unwrap() as f64 / 1e6
         );
-        assert_eq!(billing["invocations"].as_u64(), Some(*calls), "lease {id}: {l}");
+        assert_eq!(
+            billing["invocations"].as_u64(),
+            Some(*calls),
+            "lease {id}: {l}"
+        );
         assert!(billing["execution_ns"].as_u64().unwrap() > 0, "{l}");
         assert!(
-            billing["allocation_ns"].as_u64().unwrap()
-                >= billing["execution_ns"].as_u64().unwrap(),
+            billing["allocation_ns"].as_u64().unwrap() >= billing["execution_ns"].as_u64().unwrap(),
             "{l}"
         );
     }
     eprintln!("node  leases invocations(client) invocations(billed) execution_ms allocation_ms");
-    let fields = ["invocations", "execution_ns", "hot_polling_ns", "allocation_ns"];
+    let fields = [
+        "invocations",
+        "execution_ns",
+        "hot_polling_ns",
+        "allocation_ns",
+    ];
     let mut total_billed = [0u64; 4];
     let mut total_client = 0;
     for (node, _) in NODES {
@@ -263,14 +297,30 @@ fn parallel_calls_over_leases_on_several_nodes_and_billing_adds_up() {
             .filter(|(_, (n, _))| n == node)
             .map(|(id, _)| &leases[id]["billing"])
             .collect();
-        let client: u64 = done.values().filter(|(n, _)| n == node).map(|(_, c)| c).sum();
-        assert_eq!(billed["closed_leases"].as_u64(), Some(mine.len() as u64), "{node}: {billed}");
+        let client: u64 = done
+            .values()
+            .filter(|(n, _)| n == node)
+            .map(|(_, c)| c)
+            .sum();
+        assert_eq!(
+            billed["closed_leases"].as_u64(),
+            Some(mine.len() as u64),
+            "{node}: {billed}"
+        );
         for (k, field) in fields.iter().enumerate() {
             let sum: u64 = mine.iter().map(|b| b[field].as_u64().unwrap()).sum();
-            assert_eq!(billed[field].as_u64(), Some(sum), "{node} {field}: {billed}");
+            assert_eq!(
+                billed[field].as_u64(),
+                Some(sum),
+                "{node} {field}: {billed}"
+            );
             total_billed[k] += sum;
         }
-        assert_eq!(billed["invocations"].as_u64(), Some(client), "{node}: {billed}");
+        assert_eq!(
+            billed["invocations"].as_u64(),
+            Some(client),
+            "{node}: {billed}"
+        );
         total_client += client;
         eprintln!(
             "{node:<5} {:>6} {client:>19} {:>19} {:>12.3} {:>13.3}",
@@ -307,7 +357,12 @@ struct Failure {
 
 /// Leases on n3 and n1 with an executor each and a 10 s call in flight on n3; `fail` takes n3
 /// away; measures what the resource manager and the client see. The executor on n1 goes on.
-fn fail_a_node(cluster: &mut Cluster, node: &str, cores: u16, fail: impl FnOnce(&mut Cluster)) -> Failure {
+fn fail_a_node(
+    cluster: &mut Cluster,
+    node: &str,
+    cores: u16,
+    fail: impl FnOnce(&mut Cluster),
+) -> Failure {
     let code = code();
     let endpoint = on_host("cl", || Endpoint::open(&device("cl")).unwrap());
     let (victim, other, ex_victim, ex_other) = on_host("cl", || {
@@ -315,7 +370,8 @@ fn fail_a_node(cluster: &mut Cluster, node: &str, cores: u16, fail: impl FnOnce(
         let other = lease(&endpoint, cluster, 1).unwrap();
         assert_eq!((victim.node.as_str(), other.node.as_str()), (node, "n1"));
         let timeout = Duration::from_secs(3);
-        let ex_victim = Executor::allocate(&endpoint, &victim, &code, &spec(cores, timeout)).unwrap();
+        let ex_victim =
+            Executor::allocate(&endpoint, &victim, &code, &spec(cores, timeout)).unwrap();
         let ex_other = Executor::allocate(&endpoint, &other, &code, &spec(1, timeout)).unwrap();
         echo_once(&ex_victim, 1, 64).unwrap();
         echo_once(&ex_other, 2, 64).unwrap();
@@ -327,20 +383,29 @@ fn fail_a_node(cluster: &mut Cluster, node: &str, cores: u16, fail: impl FnOnce(
     let (released, (client, error)) = std::thread::scope(|s| {
         let waiter = s.spawn(|| {
             let result = in_flight.call.wait_within(Duration::from_secs(30));
-            (t0.elapsed(), result.expect_err("the call on the failed node cannot succeed"))
+            (
+                t0.elapsed(),
+                result.expect_err("the call on the failed node cannot succeed"),
+            )
         });
         let released = cluster
             .wait_lease_state(victim.lease_id, "released", Duration::from_secs(15))
             .map(|_| t0.elapsed());
         (released, waiter.join().unwrap())
     });
-    let released = released.unwrap_or_else(|| panic!("lease {} not released\n{}", victim.lease_id, cluster.logs()));
+    let released = released
+        .unwrap_or_else(|| panic!("lease {} not released\n{}", victim.lease_id, cluster.logs()));
     // The rest of the cluster is untouched.
     assert_eq!(cluster.leases()[&other.lease_id]["state"], "active");
     echo_once(&ex_other, 3, 64).unwrap();
     let nodes = cluster.executors();
     assert_eq!(nodes[node]["manager_connected"], false, "{:?}", nodes[node]);
-    assert_eq!(nodes[node]["free_cores"], u64::from(cores), "{:?}", nodes[node]);
+    assert_eq!(
+        nodes[node]["free_cores"],
+        u64::from(cores),
+        "{:?}",
+        nodes[node]
+    );
     assert_eq!(nodes["n1"]["manager_connected"], true);
     drop(ex_other);
     drop(ex_victim);
@@ -365,9 +430,13 @@ fn leased_again(cluster: &Cluster, node: &str, cores: u16) {
         let again = lease(&endpoint, cluster, cores)
             .unwrap_or_else(|e| panic!("{node} back: {e}\n{}", cluster.logs()));
         assert_eq!(again.node, node);
-        let executor =
-            Executor::allocate(&endpoint, &again, &code, &spec(cores, Duration::from_secs(10)))
-                .unwrap();
+        let executor = Executor::allocate(
+            &endpoint,
+            &again,
+            &code,
+            &spec(cores, Duration::from_secs(10)),
+        )
+        .unwrap();
         echo_once(&executor, 9, 128).unwrap();
     });
     assert_eq!(cluster.executors()[node]["manager_connected"], true);
@@ -397,19 +466,35 @@ fn a_node_cut_off_loses_its_leases_and_is_leased_again_when_back() {
         cluster.rm.log()
     );
     // Nothing reaches the node: the call's deadline (3 s) is what ends it.
-    assert!(matches!(failure.error, Error::Timeout(_)), "{}", failure.error);
-    assert!(failure.client < Duration::from_secs(5), "{:?}", failure.client);
+    assert!(
+        matches!(failure.error, Error::Timeout(_)),
+        "{}",
+        failure.error
+    );
+    assert!(
+        failure.client < Duration::from_secs(5),
+        "{:?}",
+        failure.client
+    );
     // While it is away it is not leased, and asking is a transient error.
     on_host("cl", || {
         let endpoint = Endpoint::open(&device("cl")).unwrap();
-        assert!(matches!(lease(&endpoint, &cluster, 4), Err(Error::NoResources(_))));
+        assert!(matches!(
+            lease(&endpoint, &cluster, 4),
+            Err(Error::NoResources(_))
+        ));
     });
     let t = Instant::now();
     cluster_sh(&["restore", "n3"]);
     cluster.wait_registered("n3", 2);
-    eprintln!("n3 registered again {:.3} s after its link came back", t.elapsed().as_secs_f64());
+    eprintln!(
+        "n3 registered again {:.3} s after its link came back",
+        t.elapsed().as_secs_f64()
+    );
     assert!(
-        cluster.managers["n3"].log().contains("acknowledged no heartbeat"),
+        cluster.managers["n3"]
+            .log()
+            .contains("acknowledged no heartbeat"),
         "{}",
         cluster.managers["n3"].log()
     );
@@ -429,8 +514,16 @@ fn a_node_killed_loses_its_leases_and_is_leased_again_when_back() {
         failure.released,
         cluster.logs()
     );
-    assert!(matches!(failure.error, Error::ExecutorLost(_)), "{}", failure.error);
-    assert!(failure.client < Duration::from_secs(2), "{:?}", failure.client);
+    assert!(
+        matches!(failure.error, Error::ExecutorLost(_)),
+        "{}",
+        failure.error
+    );
+    assert!(
+        failure.client < Duration::from_secs(2),
+        "{:?}",
+        failure.client
+    );
     cluster.start_manager("n2");
     cluster.wait_registered("n2", 2);
     leased_again(&cluster, "n2", 2);

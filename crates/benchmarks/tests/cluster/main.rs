@@ -7,7 +7,10 @@
 //! --bins`), and run one at a time: `cargo test -p benchmarks --test cluster -- --ignored
 //! --test-threads=1` (`tools/test.sh` does it, as its stage "tcp cluster").
 
-#[allow(dead_code, reason = "shared with the end-to-end suite, which uses all of it")]
+#[allow(
+    dead_code,
+    reason = "shared with the end-to-end suite, which uses all of it"
+)]
 #[path = "../e2e/harness.rs"]
 mod harness;
 
