@@ -29,7 +29,21 @@ work=${RFAAS_WORK_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}
 rm_port=${RFAAS_RM_PORT:-10000}
 http=${RFAAS_RM_HTTP:-$RFAAS_RM_ADDRESS:5000}
 port=${RFAAS_MANAGER_PORT:-10005}
-cores=${SLURM_CPUS_ON_NODE:-$(nproc)}
+# This node's cores in the job: entry SLURM_NODEID of SLURM_JOB_CPUS_PER_NODE ("1,2,4" or
+# "4(x2),1"); a step's SLURM_CPUS_ON_NODE counts only the step's.
+job_cpus() {
+  local entry count times i=0 IFS=,
+  for entry in $SLURM_JOB_CPUS_PER_NODE; do
+    count=${entry%%(*}
+    times=1
+    [[ "$entry" == *"(x"* ]] && times=${entry##*(x} && times=${times%)}
+    if ((SLURM_NODEID < i + times)); then echo "$count"; return; fi
+    i=$((i + times))
+  done
+}
+cores=""
+[ -n "${SLURM_JOB_CPUS_PER_NODE:-}" ] && [ -n "${SLURM_NODEID:-}" ] && cores=$(job_cpus)
+cores=${cores:-${SLURM_CPUS_ON_NODE:-$(nproc)}}
 memory=${RFAAS_NODE_MEMORY:-${SLURM_MEM_PER_NODE:-4096}}
 [ "$memory" -gt 0 ] 2>/dev/null || memory=4096
 

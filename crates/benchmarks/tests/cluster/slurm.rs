@@ -61,6 +61,7 @@ fn a_slurm_job_starts_registers_and_removes_the_managers() {
     assert!(listed(&cluster).is_empty());
 
     let log = cluster.dir.path("rfaas-managers-%j.log");
+    let submitted = Instant::now();
     let out = slurm
         .command("sbatch")
         .args([
@@ -118,6 +119,11 @@ fn a_slurm_job_starts_registers_and_removes_the_managers() {
         assert_eq!(n["cores"], cores, "Slurm's cores for {node}: {n}");
         assert_eq!(n["ip_address"], addr(node).as_str());
     }
+    eprintln!(
+        "the job's {} managers registered {:.3} s after sbatch",
+        NODES.len(),
+        submitted.elapsed().as_secs_f64()
+    );
     let squeue = slurm.command("squeue").output().unwrap();
     eprintln!("{}", text(&squeue.stdout));
 
