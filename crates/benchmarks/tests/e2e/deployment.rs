@@ -232,8 +232,13 @@ fn unknown_leases_and_oversized_requests_are_clear_errors() {
         Ok(_) => panic!("a forged lease was accepted"),
     }
     match Lease::from_resource_manager(&test_endpoint(), rm.rdma, 64, 256, Duration::from_secs(5)) {
-        Err(Error::NoResources(msg)) => assert!(msg.contains("cannot lease 64 core(s)"), "{msg}"),
-        other => panic!("expected no resources, got {other:?}"),
+        // Larger than any node: not a transient refusal, and it names the largest node.
+        Err(Error::NoExecutor(msg)) => assert!(
+            msg.contains("cannot lease 64 core(s)")
+                && msg.contains("no executor server has 64 cores and 256 MiB (largest: 1 cores, 1024 MiB, node \"exec-mgr-node\")"),
+            "{msg}"
+        ),
+        other => panic!("expected no executor, got {other:?}"),
     }
     let lease =
         Lease::from_resource_manager(&test_endpoint(), rm.rdma, 1, 256, Duration::from_secs(5))
