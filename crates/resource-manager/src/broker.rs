@@ -472,6 +472,19 @@ impl Broker {
                 c.execution_ns as f64 / 1e6,
                 c.invocations
             ),
+            Err(RegistryError::LeaseNotActive(_)) => {
+                match self.registry.bill_released(c.lease_id, billing) {
+                    Ok(lease) => tracing::info!(
+                        "Lease {} on {} had been released while its manager was away; billed late: allocation {:.3} ms, execution {:.3} ms, {} invocations",
+                        c.lease_id,
+                        lease.node,
+                        c.allocation_ns as f64 / 1e6,
+                        c.execution_ns as f64 / 1e6,
+                        c.invocations
+                    ),
+                    Err(e) => tracing::warn!("closing lease {}: {e}", c.lease_id),
+                }
+            }
             Err(e) => tracing::warn!("closing lease {}: {e}", c.lease_id),
         }
     }

@@ -56,7 +56,7 @@ pub struct NodeView {
     pub leased_memory: u64,
     /// Whether its executor manager is connected (only then does it get leases).
     pub manager_connected: bool,
-    /// Its leases so far (under this node name) and what the closed ones billed.
+    /// Its leases so far (under this node name) and what they billed.
     pub billed: NodeBilling,
 }
 
@@ -68,15 +68,15 @@ pub struct NodeBilling {
     pub active_leases: u32,
     /// Leases closed by their client, with billing.
     pub closed_leases: u32,
-    /// Leases released without billing (manager gone, node removed).
+    /// Leases released (manager gone, node removed); some billed late.
     pub released_leases: u32,
-    /// Sum of the closed leases' `allocation_ns`.
+    /// Sum over the leases with billing (closed, or released and billed late): `allocation_ns`.
     pub allocation_ns: u64,
-    /// Sum of the closed leases' `hot_polling_ns`.
+    /// Sum over the leases with billing (closed, or released and billed late): `hot_polling_ns`.
     pub hot_polling_ns: u64,
-    /// Sum of the closed leases' `execution_ns`.
+    /// Sum over the leases with billing (closed, or released and billed late): `execution_ns`.
     pub execution_ns: u64,
-    /// Sum of the closed leases' `invocations`.
+    /// Sum over the leases with billing (closed, or released and billed late): `invocations`.
     pub invocations: u64,
 }
 
@@ -134,7 +134,8 @@ pub enum LeaseState {
     Active,
     /// Closed by its client, with billing; resources given back.
     Closed,
-    /// Freed without billing (manager gone or node removed); resources given back.
+    /// Freed without billing (manager gone or node removed); resources given back. A manager
+    /// that comes back may still bill it ([`Registry::bill_released`]).
     Released,
 }
 
@@ -153,7 +154,8 @@ pub struct LeaseView {
     pub state: LeaseState,
     /// When it was granted, in ms since the Unix epoch.
     pub granted_at_ms: u64,
-    /// What it used; only for [`LeaseState::Closed`].
+    /// What it used: for [`LeaseState::Closed`], and for a [`LeaseState::Released`] lease
+    /// whose manager reported it after coming back.
     pub billing: Option<Billing>,
 }
 
@@ -563,6 +565,27 @@ impl Registry {
         self.finish(lease_id, LeaseState::Closed, Some(billing))
     }
 
+    /// Records the billing of a lease released while its manager was away, reported when the
+    /// manager is back (its executor ran on); the lease stays [`LeaseState::Released`]. Only
+    /// once: a lease with billing is [`RegistryError::LeaseNotActive`].
+    pub fn bill_released(
+        &self,
+        lease_id: u32,
+        billing: Billing,
+    ) -> Result<LeaseView, RegistryError> {
+        let mut inner = self.lock();
+        match inner.leases.get_mut(&lease_id) {
+            None => Err(RegistryError::UnknownLease(lease_id)),
+            Some(l) if l.state != LeaseState::Released || l.billing.is_some() => {
+                Err(RegistryError::LeaseNotActive(lease_id))
+            }
+            Some(l) => {
+                l.billing = Some(billing);
+                Ok(l.view(lease_id))
+            }
+        }
+    }
+
     /// Releases an active lease without billing ([`LeaseState::Released`]); its resources
     /// return to the node.
     pub fn release(&self, lease_id: u32) -> Result<LeaseView, RegistryError> {
@@ -663,7 +686,25 @@ mod tests {
 
         // Finished leases cannot be finished again, and stay listed.
         assert_eq!(r.close(1, billing), Err(RegistryError::LeaseNotActive(1)));
+        assert_eq!(
+            r.bill_released(1, billing),
+            Err(RegistryError::LeaseNotActive(1))
+        );
         assert_eq!(r.release(2), Err(RegistryError::LeaseNotActive(2)));
+        // A released lease may be billed once, late; it stays released.
+        let late = r.bill_released(2, billing).unwrap();
+        assert_eq!(
+            (late.state, late.billing),
+            (LeaseState::Released, Some(billing))
+        );
+        assert_eq!(
+            r.bill_released(2, billing),
+            Err(RegistryError::LeaseNotActive(2))
+        );
+        assert_eq!(
+            r.bill_released(9, billing),
+            Err(RegistryError::UnknownLease(9))
+        );
         assert_eq!(r.release(3), Err(RegistryError::UnknownLease(3)));
         let leases = r.leases();
         assert_eq!(

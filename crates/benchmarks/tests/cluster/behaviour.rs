@@ -348,6 +348,8 @@ fn parallel_calls_over_leases_on_several_nodes_and_billing_adds_up() {
 
 /// What a failure looked like from the outside.
 struct Failure {
+    /// The failed node's lease.
+    lease_id: u32,
     /// From the failure until `GET /leases` showed the node's lease released.
     released: Duration,
     /// From the failure until the call in flight on the node failed, and how.
@@ -355,7 +357,8 @@ struct Failure {
     error: Error,
 }
 
-/// Leases on n3 and n1 with an executor each and a 10 s call in flight on n3; `fail` takes n3
+/// Leases on n3 and n1 with an executor each and a 5 s call in flight on n3 (longer than the
+/// clients' 3 s call timeout); `fail` takes n3
 /// away; measures what the resource manager and the client see. The executor on n1 goes on.
 fn fail_a_node(
     cluster: &mut Cluster,
@@ -377,7 +380,7 @@ fn fail_a_node(
         echo_once(&ex_other, 2, 64).unwrap();
         (victim, other, ex_victim, ex_other)
     });
-    let in_flight = submit_sleep(&ex_victim, 10_000);
+    let in_flight = submit_sleep(&ex_victim, 5_000);
     let t0 = Instant::now();
     fail(cluster);
     let (released, (client, error)) = std::thread::scope(|s| {
@@ -417,6 +420,7 @@ fn fail_a_node(
         client.as_secs_f64()
     );
     Failure {
+        lease_id: victim.lease_id,
         released,
         client,
         error,
@@ -500,6 +504,29 @@ fn a_node_cut_off_loses_its_leases_and_is_leased_again_when_back() {
         cluster.managers["n3"].log()
     );
     leased_again(&cluster, "n3", 4);
+    // The executor on n3 ran on while the node was cut off; once its client's disconnect gets
+    // through it ends, and its manager bills the released lease late.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let billed = loop {
+        let lease = cluster.leases()[&failure.lease_id].clone();
+        if !lease["billing"].is_null() || Instant::now() > deadline {
+            break lease;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(billed["state"], "released", "{billed}");
+    let invocations = billed["billing"]["invocations"].as_u64();
+    assert!(
+        matches!(invocations, Some(1..=2)),
+        "one echo and maybe the sleep: {billed}\n{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        cluster.executors()["n3"]["billed"]["invocations"].as_u64(),
+        Some(invocations.unwrap() + 1),
+        "the late bill and the lease after the node came back"
+    );
+    eprintln!("n3: the released lease billed late: {}", billed["billing"]);
 }
 
 #[test]
