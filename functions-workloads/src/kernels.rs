@@ -7,12 +7,7 @@ pub fn read_u32(input: &[u8], at: usize) -> Result<u32, String> {
     input
         .get(at..at + 4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| {
-            format!(
-                "the input has {} bytes, too few for a u32 at {at}",
-                input.len()
-            )
-        })
+        .ok_or_else(|| format!("the input has {} bytes, too few for a u32 at {at}", input.len()))
 }
 
 /// Copies `bytes` to the start of `output`; an error if it does not fit.
@@ -162,21 +157,14 @@ mod tests {
         let mut out = [0u8; 16];
         assert_eq!(matmul(&input, &mut out), Ok(16));
         assert_eq!(out.to_vec(), le(&[19.0, 22.0, 43.0, 50.0]));
-        assert!(
-            matmul(&input[..10], &mut out)
-                .unwrap_err()
-                .contains("needs 36 input bytes")
-        );
+        assert!(matmul(&input[..10], &mut out).unwrap_err().contains("needs 36 input bytes"));
     }
 
     #[test]
     fn black_scholes_prices_a_known_call() {
         // S = 100, K = 100, r = 5 %, σ = 20 %, T = 1: 10.45 (Hull, Options, Futures …).
         let mut out = [0u8; 4];
-        assert_eq!(
-            black_scholes(&le(&[100.0, 100.0, 0.05, 0.2, 1.0]), &mut out),
-            Ok(4)
-        );
+        assert_eq!(black_scholes(&le(&[100.0, 100.0, 0.05, 0.2, 1.0]), &mut out), Ok(4));
         let price = f32::from_le_bytes(out);
         assert!((price - 10.45).abs() < 0.01, "{price}");
         assert!(black_scholes(&[0; 7], &mut out).is_err());

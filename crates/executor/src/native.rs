@@ -30,7 +30,11 @@ pub struct NativeLibrary {
 impl NativeLibrary {
     /// Loads `code`, resolves `names` (sorted: position = function index) and tells the
     /// library the size of its output slots if it asks (the SDK's hook).
-    pub fn load(code: &[u8], names: &[String], output_capacity: u32) -> Result<Arc<NativeLibrary>> {
+    pub fn load(
+        code: &[u8],
+        names: &[String],
+        output_capacity: u32,
+    ) -> Result<Arc<NativeLibrary>> {
         // SAFETY: memfd_create takes a NUL-terminated name; the result is checked.
         let fd = unsafe { libc::memfd_create(c"rfaas-functions".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -61,9 +65,9 @@ impl NativeLibrary {
         }
         // SAFETY: an SDK hook of the seed's kind of contract: the library exports it as
         // `void __rfaas_set_output_capacity(uint32_t)` (the SDK's header and crate do).
-        if let Ok(hook) =
-            unsafe { library.get::<unsafe extern "C" fn(u32)>(SET_OUTPUT_CAPACITY.as_bytes()) }
-        {
+        if let Ok(hook) = unsafe {
+            library.get::<unsafe extern "C" fn(u32)>(SET_OUTPUT_CAPACITY.as_bytes())
+        } {
             // SAFETY: as above; it only stores the value.
             unsafe { hook(output_capacity) };
         }

@@ -96,10 +96,7 @@ impl<E: fmt::Display> FunctionResult for Result<usize, E> {
         match self {
             Ok(n) => n.into_abi(output),
             Err(e) => {
-                let mut message = Truncating {
-                    buf: output,
-                    len: 0,
-                };
+                let mut message = Truncating { buf: output, len: 0 };
                 // Truncating never fails: what does not fit is dropped.
                 let _ = write!(message, "{e}");
                 FUNCTION_ERROR | message.len as u32

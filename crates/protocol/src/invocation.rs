@@ -143,7 +143,9 @@ impl ReturnCode {
             ReturnCode::BadRequest => "the invocation was malformed",
             ReturnCode::Unavailable => "the executor thread is not ready",
             ReturnCode::Shutdown => "the executor is shutting down",
-            ReturnCode::OutOfMemory => "the function needed more memory than the allocation leases",
+            ReturnCode::OutOfMemory => {
+                "the function needed more memory than the allocation leases"
+            }
             ReturnCode::FunctionError => "the function reported an error",
         }
     }

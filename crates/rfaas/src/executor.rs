@@ -292,7 +292,7 @@ impl Executor {
             {
                 Ok(index) => indices.push(index),
                 Err(e) => {
-                    for (index, output) in indices.into_iter().zip(outputs) {
+                        for (index, output) in indices.into_iter().zip(outputs) {
                         let _ = self.finish(index, output);
                     }
                     return Err(e);

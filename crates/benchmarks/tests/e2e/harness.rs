@@ -61,9 +61,7 @@ pub fn wasm_library() -> PathBuf {
 pub fn example(name: &str) -> PathBuf {
     let dir = std::env::var_os("RFAAS_EXAMPLES_DIR")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("RFAAS_CLIENTS_PREFIX").map(|p| PathBuf::from(p).join("examples"))
-        })
+        .or_else(|| std::env::var_os("RFAAS_CLIENTS_PREFIX").map(|p| PathBuf::from(p).join("examples")))
         .unwrap_or_else(|| repo().join("build/test-prefix/examples"));
     let path = dir.join(name);
     assert!(

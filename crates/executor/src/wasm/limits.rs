@@ -150,9 +150,7 @@ impl wasmtime::ResourceLimiter for InstanceLimits {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let more = desired
-            .saturating_sub(current)
-            .saturating_mul(TABLE_ELEMENT);
+        let more = desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT);
         let granted = self.take(more);
         if granted {
             self.table_charged += more;

@@ -87,10 +87,7 @@ fn a_wasi_command_is_refused() {
         .encode();
     let error = FunctionLibrary::inspect(&module).unwrap_err();
     assert_eq!(error, Error::CommandModule);
-    assert!(
-        error.to_string().contains("-mexec-model=reactor"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("-mexec-model=reactor"), "{error}");
 }
 
 #[test]

@@ -722,15 +722,7 @@ fn simple(ty: Vec<u8>, memory: Vec<u8>, export_memory: bool) -> Vec<u8> {
 fn build_error(code: &[u8]) -> String {
     let (_ctx, pd) = pd();
     let dir = TempDir::new();
-    match build(
-        &pd,
-        code,
-        &["f".to_string()],
-        LAYOUT,
-        1,
-        NO_LIMITS,
-        Some(&dir.0),
-    ) {
+    match build(&pd, code, &["f".to_string()], LAYOUT, 1, NO_LIMITS, Some(&dir.0)) {
         Ok(_) => panic!("the module was accepted"),
         Err(e) => format!("{e:#}"),
     }
@@ -741,16 +733,7 @@ fn hand_written_valid_module_runs() {
     let code = simple(rfaas_type(), limits(1, None), true);
     let (_ctx, pd) = pd();
     let dir = TempDir::new();
-    let built = build(
-        &pd,
-        &code,
-        &["f".to_string()],
-        LAYOUT,
-        1,
-        NO_LIMITS,
-        Some(&dir.0),
-    )
-    .unwrap();
+    let built = build(&pd, &code, &["f".to_string()], LAYOUT, 1, NO_LIMITS, Some(&dir.0)).unwrap();
     let mut s = built.sandboxes.into_iter().next().unwrap();
     // `f` returns its first argument: the input offset of the payload.
     let (input_base, _) = s.buffer_offsets();
@@ -873,16 +856,7 @@ fn call_cost() {
     let library = FunctionLibrary::inspect(code).unwrap();
     for round in ["compile", "cache load"] {
         let started = Instant::now();
-        let built = build(
-            &pd,
-            code,
-            library.functions(),
-            LAYOUT,
-            1,
-            NO_LIMITS,
-            Some(&dir.0),
-        )
-        .unwrap();
+        let built = build(&pd, code, library.functions(), LAYOUT, 1, NO_LIMITS, Some(&dir.0)).unwrap();
         println!(
             "{round}: {:?} ({:?}) including one instantiation",
             started.elapsed(),
