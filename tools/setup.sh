@@ -13,10 +13,12 @@
 #   softroce  the SoftRoCE guest of tools/softroce.sh: QEMU, a Debian kernel with rdma_rxe,
 #             rdma-core and perftest, and virtme-ng (PyPI) in $RFAAS_VENV (default build/venv)
 #   fuzz      the fuzz targets in fuzz/: a nightly toolchain and cargo-fuzz
+#   cluster   the multi-node tests (tools/cluster.sh, tools/slurm/): iproute2 and util-linux
+#             (network namespaces), curl, jq, and Slurm (slurm-wlm) with munge
 #   --check   install nothing; exit 1 and say what is missing
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${RFAAS_VENV:-$root/build/venv}
 CARGO_FUZZ_VERSION=0.13.2
@@ -25,7 +27,7 @@ parts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --check) check_only=1 ;;
-    build|tutorial|clients|softroce|fuzz) parts+=("$1") ;;
+    build|tutorial|clients|softroce|fuzz|cluster) parts+=("$1") ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup.sh: unknown part or option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -41,6 +43,7 @@ declare -A packages=(
   # busybox-static: virtme-ng's guest init; linux-image-amd64: the guest's kernel (rdma_rxe).
   [softroce]="qemu-system-x86 linux-image-amd64 busybox-static python3-venv rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest"
   [fuzz]=""
+  [cluster]="iproute2 util-linux curl jq slurm-wlm munge"
 )
 
 missing_pkgs=()

@@ -3,21 +3,26 @@
 # two-process suite, the end-to-end suite and the clients suite (C, C++ and Python, from a
 # prefix laid out by tools/build.sh --debug) again on shm, every fuzz target for a while, and,
 # in a SoftRoCE guest (tools/softroce.sh), rdmalib's two-process suite, verbs_loopback and the
-# end-to-end suite on verbs. Installs what they need (tools/setup.sh), builds the binaries the
-# end-to-end tests start, and ends with passed / failed / ignored per provider and suite.
+# end-to-end suite on verbs; as root, the cluster suite on tcp (network namespaces from
+# tools/cluster.sh, and Slurm). Installs what they need (tools/setup.sh), builds the binaries
+# the end-to-end tests start, and ends with passed / failed / ignored per provider and suite.
 #
-# Usage: tools/test.sh [--no-verbs]
-#   --no-verbs  leave the verbs stage out (it needs QEMU and a kernel with rdma_rxe); the
-#               summary then says that verbs was not tested.
+# Usage: tools/test.sh [--no-verbs] [--no-cluster]
+#   --no-verbs    leave the verbs stage out (it needs QEMU and a kernel with rdma_rxe); the
+#                 summary then says that verbs was not tested.
+#   --no-cluster  leave the cluster stage out (it needs root); the summary says so. Without
+#                 root and without this flag the stage is NOT RUN and the summary fails.
 # RFAAS_FUZZ_SECONDS (default 30) is how long each fuzz target runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 verbs=1
+cluster=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-verbs) verbs=0 ;;
+    --no-cluster) cluster=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "test.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -26,6 +31,7 @@ done
 
 parts=(build tutorial clients fuzz)
 [ $verbs = 1 ] && parts+=(softroce)
+[ $cluster = 1 ] && [ "$(id -u)" = 0 ] && parts+=(cluster)
 tools/setup.sh "${parts[@]}" || exit 1
 
 logs=build/test-logs
@@ -77,6 +83,17 @@ suite tcp workspace cargo test --workspace
 suite shm two_process env RDMALIB_TEST_PROVIDER=shm cargo test -p rdmalib --test two_process
 suite shm e2e env RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test e2e
 suite shm clients env RFAAS_E2E_PROVIDER=shm cargo test -p benchmarks --test clients
+
+# Multi-node: namespaces joined by a bridge (tools/cluster.sh), the resource manager, three
+# executor managers and clients on hosts of their own, node failures, and Slurm.
+if [ $cluster = 0 ]; then
+  summary+=("$(printf '%-6s %-16s %s' tcp cluster "NOT RUN (--no-cluster): multi-node deployments and Slurm were not tested")")
+elif [ "$(id -u)" != 0 ]; then
+  summary+=("$(printf '%-6s %-16s %s' tcp cluster "NOT RUN: needs root (network namespaces); run as root or pass --no-cluster")")
+  failed=1
+else
+  suite tcp cluster cargo test -p benchmarks --test cluster -- --ignored --test-threads=1
+fi
 
 # Each fuzz target from its committed seeds (fuzz/seeds) plus what earlier runs found
 # (fuzz/corpus), for a bounded time; a crash fails the stage and leaves its input in

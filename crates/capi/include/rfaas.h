@@ -55,7 +55,8 @@ enum rfaas_status
   RFAAS_ERROR_PROTOCOL = 4,
   // The function library cannot be used, or has no function of that name.
   RFAAS_ERROR_CODE = 5,
-  // No executor server in the executors database fits the request.
+  // No executor server fits the request, free or not: none in the executors database, or
+  // none the resource manager knows.
   RFAAS_ERROR_NO_EXECUTOR = 6,
   // Every executor server is busy right now; asking again later may succeed.
   RFAAS_ERROR_NO_RESOURCES = 7,

@@ -467,7 +467,7 @@ impl Manager {
                 };
                 self.send(alloc.client_qp, MessageKind::ExecutorExit, &exit.encode());
             }
-            if let (Some(link), true) = (&self.resource_manager, alloc.lease_id != 0)
+            if let (Some(link), true) = (&mut self.resource_manager, alloc.lease_id != 0)
                 && let Err(e) = link.close(closed)
             {
                 tracing::error!("reporting the end of lease {}: {e:#}", alloc.lease_id);

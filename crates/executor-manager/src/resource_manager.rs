@@ -1,6 +1,8 @@
 //! The manager's link to the resource manager: registration with the shared secret, lease
 //! notices (acknowledged before the resource manager answers the client), closed leases with
-//! their billing.
+//! their billing, and a heartbeat every [`HEARTBEAT_INTERVAL`]. Heartbeats unacknowledged for
+//! [`HEARTBEAT_TIMEOUT`] mean the resource manager is gone (or the link to it is cut): the link
+//! reports itself broken and the manager registers again.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +15,8 @@ use rdmalib::{
 use rfaas_protocol::Record;
 use rfaas_protocol::config::ManagerSection;
 use rfaas_protocol::control::{
-    Hello, LeaseAck, LeaseClosed, LeaseNotice, MessageKind, NodeRegistration,
+    HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseAck, LeaseClosed, LeaseNotice, MessageKind,
+    NodeRegistration,
 };
 use rfaas_protocol::mailbox::Mailbox;
 
@@ -36,6 +39,12 @@ pub struct ResourceManagerLink {
     mailbox: Mailbox,
     pub leases: HashMap<u32, KnownLease>,
     address: SocketAddr,
+    /// When the last heartbeat went out.
+    last_heartbeat: Instant,
+    /// Heartbeats sent whose completion has not been seen.
+    unacked: usize,
+    /// When the last send completed.
+    last_ack: Instant,
 }
 
 impl ResourceManagerLink {
@@ -79,13 +88,16 @@ impl ResourceManagerLink {
             })?;
         let mailbox = Mailbox::new(pd, SLOTS, 1)?;
         mailbox.post_receives(&conn)?;
-        let link = ResourceManagerLink {
+        let mut link = ResourceManagerLink {
             conn,
             send_cq,
             recv_cq,
             mailbox,
             leases: HashMap::new(),
             address,
+            last_heartbeat: Instant::now(),
+            unacked: 0,
+            last_ack: Instant::now(),
         };
         link.send(
             MessageKind::NodeRegistration,
@@ -111,9 +123,56 @@ impl ResourceManagerLink {
         &self.recv_cq
     }
 
-    /// Takes lease notices (and acknowledges them); expires leases nobody used. Returns whether
-    /// a message came.
+    /// Sends a heartbeat when one is due, without waiting for it; fails when heartbeats have
+    /// gone unacknowledged for [`HEARTBEAT_TIMEOUT`].
+    fn heartbeat(&mut self) -> Result<()> {
+        let mut wcs = [Completion::default(); 8];
+        loop {
+            let n = self.send_cq.poll(&mut wcs)?;
+            for wc in &wcs[..n] {
+                self.acknowledged(wc)?;
+            }
+            if n < wcs.len() {
+                break;
+            }
+        }
+        if self.unacked > 0 && self.last_ack.elapsed() > HEARTBEAT_TIMEOUT {
+            bail!(
+                "the resource manager at {} acknowledged no heartbeat for {:.1} s",
+                self.address,
+                self.last_ack.elapsed().as_secs_f64()
+            );
+        }
+        if self.last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL {
+            if self.unacked == 0 {
+                // Silence is measured from the first heartbeat left unanswered.
+                self.last_ack = Instant::now();
+            }
+            self.mailbox.send(&self.conn, MessageKind::Heartbeat, &[])?;
+            self.unacked += 1;
+            self.last_heartbeat = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// A send completed: a heartbeat's, in order.
+    fn acknowledged(&mut self, wc: &Completion) -> Result<()> {
+        if !wc.is_ok() {
+            bail!(
+                "the connection to the resource manager at {} broke ({:?})",
+                self.address,
+                wc.status
+            );
+        }
+        self.unacked = self.unacked.saturating_sub(1);
+        self.last_ack = Instant::now();
+        Ok(())
+    }
+
+    /// Takes lease notices (and acknowledges them), sends heartbeats; expires leases nobody
+    /// used. Returns whether a message came.
     pub fn poll(&mut self) -> Result<bool> {
+        self.heartbeat()?;
         let mut wcs = [Completion::default(); 8];
         let n = self.recv_cq.poll(&mut wcs)?;
         for wc in &wcs[..n] {
@@ -170,23 +229,32 @@ impl ResourceManagerLink {
     }
 
     /// Reports a lease's end with its billing.
-    pub fn close(&self, closed: LeaseClosed) -> Result<()> {
+    pub fn close(&mut self, closed: LeaseClosed) -> Result<()> {
         self.send(MessageKind::LeaseClosed, &closed.encode())
     }
 
-    fn send(&self, kind: MessageKind, payload: &[u8]) -> Result<()> {
+    fn send(&mut self, kind: MessageKind, payload: &[u8]) -> Result<()> {
         self.mailbox.send(&self.conn, kind, payload)?;
-        // The send slot is reused by the next message: wait until this one has left.
-        let wc = self
-            .send_cq
-            .wait_one(Some(Duration::from_secs(5)))?
-            .with_context(|| format!("the resource manager did not take a {kind:?} message"))?;
-        if !wc.is_ok() {
-            bail!(
-                "sending {kind:?} to the resource manager failed: {:?}",
-                wc.status
-            );
+        // The send slot is reused by the next message: wait until this one has left (after
+        // the heartbeats before it; completions come in order).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wc = self
+                .send_cq
+                .wait_one(Some(left))?
+                .with_context(|| format!("the resource manager did not take a {kind:?} message"))?;
+            if !wc.is_ok() {
+                bail!(
+                    "sending {kind:?} to the resource manager failed: {:?}",
+                    wc.status
+                );
+            }
+            self.last_ack = Instant::now();
+            if self.unacked == 0 {
+                return Ok(());
+            }
+            self.unacked -= 1;
         }
-        Ok(())
     }
 }

@@ -10,7 +10,7 @@ use function_library::Kind;
 use crate::record::{Field, ProtocolError, Reader, Writer, record, wire_enum};
 
 /// Version of the control protocol; both ends of every connection must speak the same.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 const MAGIC: [u8; 4] = *b"RFAS";
 
 /// The start of every [`Hello`]: the magic and [`PROTOCOL_VERSION`], checked before anything
@@ -171,8 +171,18 @@ wire_enum! {
         LeaseAck = 10,
         /// [`LeaseClosed`], manager → resource manager.
         LeaseClosed = 11,
+        /// An empty message, manager → resource manager, every [`HEARTBEAT_INTERVAL`]: the
+        /// manager is alive and its link works.
+        Heartbeat = 12,
     }
 }
+
+/// How often an executor manager sends the resource manager a [`MessageKind::Heartbeat`].
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// A manager the resource manager has heard nothing from for this long is gone: its leases are
+/// released and its connection closed. A manager whose heartbeats have gone unacknowledged for
+/// this long takes its resource manager for gone and registers again.
+pub const HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Which sandbox runs an allocation's functions: the kind of its code.
 impl Field for Kind {
@@ -390,6 +400,8 @@ wire_enum! {
         NoResources = 1,
         /// The request is malformed or the node's manager did not confirm.
         Failed = 2,
+        /// No executor server is that large, free or not: the request can never be granted.
+        TooLarge = 3,
     }
 }
 
@@ -561,7 +573,8 @@ mod tests {
                 value: 42
             })
         );
-        assert_eq!(MessageKind::from_raw(12), None);
+        assert_eq!(MessageKind::from_raw(12), Some(MessageKind::Heartbeat));
+        assert_eq!(MessageKind::from_raw(13), None);
     }
 
     #[test]

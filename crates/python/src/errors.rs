@@ -33,7 +33,7 @@ pyo3::create_exception!(
     rfaas,
     NoExecutorError,
     Error,
-    "No executor server in the executors database fits the request."
+    "No executor server fits the request, free or not: none in the executors database, or none the resource manager knows."
 );
 pyo3::create_exception!(
     rfaas,

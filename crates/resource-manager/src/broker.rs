@@ -1,9 +1,14 @@
 //! The RDMA side of the resource manager: executor managers register with the shared secret,
 //! clients ask for leases, managers confirm leases and report them closed with billing.
+//!
+//! Managers send a heartbeat every [`HEARTBEAT_INTERVAL`]; one that has not been heard from for
+//! [`HEARTBEAT_TIMEOUT`] (killed, its link cut, its host gone) is dropped like one that
+//! disconnected: its connection is closed and its leases are released. It registers again
+//! when it is back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use rdmalib::{
@@ -12,8 +17,9 @@ use rdmalib::{
 };
 use rfaas_protocol::config::Secret;
 use rfaas_protocol::control::{
-    Credential, Hello, LeaseAck, LeaseClosed, LeaseNotice, LeaseRequest, LeaseResponse,
-    LeaseStatus, MessageKind, NodeRegistration, Role, credentials_match,
+    Credential, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseAck, LeaseClosed, LeaseNotice,
+    LeaseRequest, LeaseResponse, LeaseStatus, MessageKind, NodeRegistration, Role,
+    credentials_match,
 };
 use rfaas_protocol::mailbox::Mailbox;
 use rfaas_protocol::{ProtocolError, Record};
@@ -39,6 +45,8 @@ struct Peer {
     conn: Connection,
     mailbox: Mailbox,
     kind: Kind,
+    /// When its last message arrived (or it connected).
+    last_heard: Instant,
 }
 
 /// A lease granted in the registry whose manager has not confirmed it yet.
@@ -112,6 +120,7 @@ impl Broker {
             busy |= self.poll_messages(&mut wcs)?;
             while self.send_cq.poll(&mut wcs)? > 0 {}
             self.retry_unknown_nodes();
+            self.drop_silent_managers();
             if !busy && self.sleep {
                 // Arm, then look once more: what arrived before arming would not wake us.
                 self.recv_cq.req_notify(false)?;
@@ -196,23 +205,60 @@ impl Broker {
                 conn,
                 mailbox,
                 kind,
+                last_heard: Instant::now(),
             },
         );
         Ok(())
     }
 
     fn on_disconnect(&mut self, qp_num: u32) {
+        self.manager_gone(qp_num, "disconnected");
+    }
+
+    /// Managers not heard from for [`HEARTBEAT_TIMEOUT`] are gone: their connection is closed
+    /// and their leases released.
+    fn drop_silent_managers(&mut self) {
+        let silent: Vec<(u32, Duration)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.kind, Kind::Manager { .. }))
+            .map(|(qp, p)| (*qp, p.last_heard.elapsed()))
+            .filter(|(_, silent)| *silent > HEARTBEAT_TIMEOUT)
+            .collect();
+        for (qp_num, silent) in silent {
+            self.manager_gone(
+                qp_num,
+                &format!(
+                    "sent no heartbeat for {:.1} s (they come every {HEARTBEAT_INTERVAL:?})",
+                    silent.as_secs_f64()
+                ),
+            );
+        }
+    }
+
+    /// Forgets the peer on `qp_num` (closing its connection); if it was a registered manager,
+    /// releases its node's leases and fails the lease requests waiting for it.
+    fn manager_gone(&mut self, qp_num: u32, why: &str) {
         self.unknown_nodes.remove(&qp_num);
         let Some(peer) = self.peers.remove(&qp_num) else {
             return;
         };
-        let Kind::Manager { node: Some(node) } = peer.kind else {
-            return;
+        let from = peer.conn.peer_addr();
+        drop(peer.conn);
+        let node = match peer.kind {
+            Kind::Manager { node: Some(node) } => node,
+            Kind::Manager { node: None } => {
+                tracing::warn!("The executor manager at {from} {why} before it registered a node");
+                return;
+            }
+            Kind::Client => return,
         };
         let released = self.registry.release_node(&node);
+        let ids: Vec<String> = released.iter().map(|l| l.lease_id.to_string()).collect();
         tracing::warn!(
-            "The executor manager of node {node} disconnected; released {} lease(s), the node is gone until it registers again",
-            released.len()
+            "The executor manager of node {node} ({from}) {why}; released {} lease(s) [{}], the node is gone until it registers again",
+            released.len(),
+            ids.join(", ")
         );
         let orphaned: Vec<u32> = self
             .pending
@@ -234,9 +280,10 @@ impl Broker {
         if !wc.is_ok() || wc.opcode != Some(Opcode::Recv) {
             return;
         }
-        let Some(peer) = self.peers.get(&wc.qp_num) else {
+        let Some(peer) = self.peers.get_mut(&wc.qp_num) else {
             return;
         };
+        peer.last_heard = Instant::now();
         let message = match peer.mailbox.take(&peer.conn, wc) {
             Ok(message) => message,
             Err(e) => {
@@ -257,6 +304,7 @@ impl Broker {
             (Some(MessageKind::LeaseClosed), true) => {
                 LeaseClosed::decode(&raw).map(|c| self.closed(c))
             }
+            (Some(MessageKind::Heartbeat), true) => Ok(()),
             (Some(MessageKind::LeaseRequest), false) => {
                 LeaseRequest::decode(&raw).map(|r| self.lease(wc.qp_num, r))
             }
@@ -271,6 +319,19 @@ impl Broker {
     }
 
     fn register(&mut self, qp_num: u32, node: String) {
+        // A manager that registers again while its old connection is still here lost that
+        // connection's state (its lease notices): the old one goes, with its leases.
+        let stale: Vec<u32> = self
+            .peers
+            .iter()
+            .filter(|(qp, p)| {
+                **qp != qp_num && matches!(&p.kind, Kind::Manager { node: Some(n) } if *n == node)
+            })
+            .map(|(qp, _)| *qp)
+            .collect();
+        for old in stale {
+            self.manager_gone(old, "registered again on a new connection");
+        }
         if let Some(Peer {
             kind: Kind::Manager { node: slot },
             ..
@@ -318,10 +379,10 @@ impl Broker {
                     request.cores,
                     request.memory_mb
                 );
-                let status = if matches!(e, RegistryError::NoResources { .. }) {
-                    LeaseStatus::NoResources
-                } else {
-                    LeaseStatus::Failed
+                let status = match e {
+                    RegistryError::NoResources { .. } => LeaseStatus::NoResources,
+                    RegistryError::TooLarge { .. } => LeaseStatus::TooLarge,
+                    _ => LeaseStatus::Failed,
                 };
                 self.answer(
                     client_qp,
@@ -411,6 +472,19 @@ impl Broker {
                 c.execution_ns as f64 / 1e6,
                 c.invocations
             ),
+            Err(RegistryError::LeaseNotActive(_)) => {
+                match self.registry.bill_released(c.lease_id, billing) {
+                    Ok(lease) => tracing::info!(
+                        "Lease {} on {} had been released while its manager was away; billed late: allocation {:.3} ms, execution {:.3} ms, {} invocations",
+                        c.lease_id,
+                        lease.node,
+                        c.allocation_ns as f64 / 1e6,
+                        c.execution_ns as f64 / 1e6,
+                        c.invocations
+                    ),
+                    Err(e) => tracing::warn!("closing lease {}: {e}", c.lease_id),
+                }
+            }
             Err(e) => tracing::warn!("closing lease {}: {e}", c.lease_id),
         }
     }

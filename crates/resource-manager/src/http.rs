@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `POST /add?node=NAME` | 201, the new [`NodeView`] | `{"ip_address","port","cores","memory"}` |
 //! | `POST /remove?node=NAME` | 200, the removed [`NodeView`] | ignored |
-//! | `GET /executors` | 200, `{"executors": [NodeView...]}` | |
+//! | `GET /executors` | 200, `{"executors": [NodeView...]}`, each with its `billed` sums | |
 //! | `GET /leases` | 200, `{"leases": [LeaseView...]}` | |
 //!
 //! The body of `/add` is read as bytes and parsed as JSON whatever its `Content-Type`, because
@@ -121,7 +121,9 @@ impl From<RegistryError> for AppError {
             }
             RegistryError::UnknownNode(_) | RegistryError::UnknownLease(_) => StatusCode::NOT_FOUND,
             RegistryError::NoResources { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            RegistryError::InvalidSpec(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            RegistryError::InvalidSpec(_) | RegistryError::TooLarge { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
         };
         Self::new(status, err.to_string())
     }

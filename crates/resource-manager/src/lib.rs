@@ -21,5 +21,5 @@ pub mod registry;
 
 pub use http::{AppError, HttpState, router};
 pub use registry::{
-    Billing, Grant, LeaseState, LeaseView, NodeSpec, NodeView, Registry, RegistryError,
+    Billing, Grant, LeaseState, LeaseView, NodeBilling, NodeSpec, NodeView, Registry, RegistryError,
 };

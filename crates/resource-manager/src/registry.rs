@@ -56,6 +56,44 @@ pub struct NodeView {
     pub leased_memory: u64,
     /// Whether its executor manager is connected (only then does it get leases).
     pub manager_connected: bool,
+    /// Its leases so far (under this node name) and what they billed.
+    pub billed: NodeBilling,
+}
+
+/// A node's leases so far and the sums of their billing: what `GET /executors` shows per node,
+/// the sums of the node's entries in `GET /leases`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeBilling {
+    /// Leases granted and still active.
+    pub active_leases: u32,
+    /// Leases closed by their client, with billing.
+    pub closed_leases: u32,
+    /// Leases released (manager gone, node removed); some billed late.
+    pub released_leases: u32,
+    /// Sum over the leases with billing (closed, or released and billed late): `allocation_ns`.
+    pub allocation_ns: u64,
+    /// Sum over the leases with billing (closed, or released and billed late): `hot_polling_ns`.
+    pub hot_polling_ns: u64,
+    /// Sum over the leases with billing (closed, or released and billed late): `execution_ns`.
+    pub execution_ns: u64,
+    /// Sum over the leases with billing (closed, or released and billed late): `invocations`.
+    pub invocations: u64,
+}
+
+impl NodeBilling {
+    fn add(&mut self, lease: &Lease) {
+        match lease.state {
+            LeaseState::Active => self.active_leases += 1,
+            LeaseState::Released => self.released_leases += 1,
+            LeaseState::Closed => self.closed_leases += 1,
+        }
+        if let Some(b) = &lease.billing {
+            self.allocation_ns = self.allocation_ns.saturating_add(b.allocation_ns);
+            self.hot_polling_ns = self.hot_polling_ns.saturating_add(b.hot_polling_ns);
+            self.execution_ns = self.execution_ns.saturating_add(b.execution_ns);
+            self.invocations = self.invocations.saturating_add(b.invocations);
+        }
+    }
 }
 
 /// A granted lease: where the client goes and what it got.
@@ -96,7 +134,8 @@ pub enum LeaseState {
     Active,
     /// Closed by its client, with billing; resources given back.
     Closed,
-    /// Freed without billing (manager gone or node removed); resources given back.
+    /// Freed without billing (manager gone or node removed); resources given back. A manager
+    /// that comes back may still bill it ([`Registry::bill_released`]).
     Released,
 }
 
@@ -115,7 +154,8 @@ pub struct LeaseView {
     pub state: LeaseState,
     /// When it was granted, in ms since the Unix epoch.
     pub granted_at_ms: u64,
-    /// What it used; only for [`LeaseState::Closed`].
+    /// What it used: for [`LeaseState::Closed`], and for a [`LeaseState::Released`] lease
+    /// whose manager reported it after coming back.
     pub billing: Option<Billing>,
 }
 
@@ -148,6 +188,24 @@ pub enum RegistryError {
         largest_free_cores: u32,
         /// Most free memory on any connected node (not necessarily the same node), in MiB.
         largest_free_memory: u64,
+    },
+    /// No node, connected or not, free or not, has that many cores and that much memory: the
+    /// request can never be granted.
+    #[error(
+        "no executor server has {cores} cores and {memory} MiB (largest: {largest_cores} cores, \
+         {largest_memory} MiB, node {largest_node:?})"
+    )]
+    TooLarge {
+        /// Cores asked for.
+        cores: u32,
+        /// Memory asked for, in MiB.
+        memory: u64,
+        /// The largest node (most cores, then most memory).
+        largest_node: String,
+        /// Its cores.
+        largest_cores: u32,
+        /// Its memory, in MiB.
+        largest_memory: u64,
     },
     /// A node name, node spec or lease request that cannot be used; the message says why.
     #[error("{0}")]
@@ -184,7 +242,7 @@ impl Node {
         self.spec.memory.saturating_sub(self.leased_memory)
     }
 
-    fn view(&self, name: &str) -> NodeView {
+    fn view(&self, name: &str, billed: NodeBilling) -> NodeView {
         NodeView {
             node: name.to_owned(),
             ip_address: self.spec.ip_address.clone(),
@@ -196,6 +254,7 @@ impl Node {
             leased_cores: self.leased_cores,
             leased_memory: self.leased_memory,
             manager_connected: self.manager_connected,
+            billed,
         }
     }
 }
@@ -225,6 +284,16 @@ impl Lease {
 }
 
 impl Inner {
+    /// Node `name` with the sums of its leases.
+    fn view(&self, name: &str) -> Option<NodeView> {
+        let node = self.nodes.get(name)?;
+        let mut billed = NodeBilling::default();
+        for lease in self.leases.values().filter(|l| l.node == name) {
+            billed.add(lease);
+        }
+        Some(node.view(name, billed))
+    }
+
     /// Ends an active lease and gives its resources back to its node (if the node still exists).
     fn finish(&mut self, lease_id: u32, state: LeaseState, billing: Option<Billing>) -> LeaseView {
         let Some(lease) = self.leases.get_mut(&lease_id) else {
@@ -360,9 +429,8 @@ impl Registry {
             leased_memory: 0,
             manager_connected: false,
         };
-        let view = node.view(name);
         inner.nodes.insert(name.to_owned(), node);
-        Ok(view)
+        Ok(inner.view(name).expect("just inserted"))
     }
 
     /// Removes a server; its active leases become [`LeaseState::Released`]. Returns the node as
@@ -370,9 +438,7 @@ impl Registry {
     pub fn remove_node(&self, name: &str) -> Result<NodeView, RegistryError> {
         let mut inner = self.lock();
         let view = inner
-            .nodes
-            .get(name)
-            .map(|n| n.view(name))
+            .view(name)
             .ok_or_else(|| RegistryError::UnknownNode(name.to_owned()))?;
         inner.release_all_on(name);
         inner.nodes.remove(name);
@@ -381,15 +447,20 @@ impl Registry {
 
     /// One server, if known.
     pub fn node(&self, name: &str) -> Option<NodeView> {
-        self.lock().nodes.get(name).map(|n| n.view(name))
+        self.lock().view(name)
     }
 
     /// All servers, sorted by name.
     pub fn nodes(&self) -> Vec<NodeView> {
-        self.lock()
+        let inner = self.lock();
+        let mut billed: BTreeMap<&str, NodeBilling> = BTreeMap::new();
+        for lease in inner.leases.values() {
+            billed.entry(lease.node.as_str()).or_default().add(lease);
+        }
+        inner
             .nodes
             .iter()
-            .map(|(name, n)| n.view(name))
+            .map(|(name, n)| n.view(name, billed.get(name.as_str()).copied().unwrap_or_default()))
             .collect()
     }
 
@@ -433,6 +504,23 @@ impl Registry {
             .min_by_key(|(_, n)| (n.free_cores(), n.free_memory()))
             .map(|(name, _)| name.clone());
         let Some(name) = best else {
+            let fits_some = inner
+                .nodes
+                .values()
+                .any(|n| n.spec.cores >= cores && n.spec.memory >= memory);
+            let largest = inner
+                .nodes
+                .iter()
+                .max_by_key(|(name, n)| (n.spec.cores, n.spec.memory, std::cmp::Reverse(*name)));
+            if let (false, Some((largest_node, n))) = (fits_some, largest) {
+                return Err(RegistryError::TooLarge {
+                    cores,
+                    memory,
+                    largest_node: largest_node.clone(),
+                    largest_cores: n.spec.cores,
+                    largest_memory: n.spec.memory,
+                });
+            }
             let connected = inner.nodes.values().filter(|n| n.manager_connected);
             let largest_free_cores = connected.clone().map(Node::free_cores).max().unwrap_or(0);
             let largest_free_memory = connected.map(Node::free_memory).max().unwrap_or(0);
@@ -475,6 +563,27 @@ impl Registry {
     /// to the node.
     pub fn close(&self, lease_id: u32, billing: Billing) -> Result<LeaseView, RegistryError> {
         self.finish(lease_id, LeaseState::Closed, Some(billing))
+    }
+
+    /// Records the billing of a lease released while its manager was away, reported when the
+    /// manager is back (its executor ran on); the lease stays [`LeaseState::Released`]. Only
+    /// once: a lease with billing is [`RegistryError::LeaseNotActive`].
+    pub fn bill_released(
+        &self,
+        lease_id: u32,
+        billing: Billing,
+    ) -> Result<LeaseView, RegistryError> {
+        let mut inner = self.lock();
+        match inner.leases.get_mut(&lease_id) {
+            None => Err(RegistryError::UnknownLease(lease_id)),
+            Some(l) if l.state != LeaseState::Released || l.billing.is_some() => {
+                Err(RegistryError::LeaseNotActive(lease_id))
+            }
+            Some(l) => {
+                l.billing = Some(billing);
+                Ok(l.view(lease_id))
+            }
+        }
     }
 
     /// Releases an active lease without billing ([`LeaseState::Released`]); its resources
@@ -577,7 +686,25 @@ mod tests {
 
         // Finished leases cannot be finished again, and stay listed.
         assert_eq!(r.close(1, billing), Err(RegistryError::LeaseNotActive(1)));
+        assert_eq!(
+            r.bill_released(1, billing),
+            Err(RegistryError::LeaseNotActive(1))
+        );
         assert_eq!(r.release(2), Err(RegistryError::LeaseNotActive(2)));
+        // A released lease may be billed once, late; it stays released.
+        let late = r.bill_released(2, billing).unwrap();
+        assert_eq!(
+            (late.state, late.billing),
+            (LeaseState::Released, Some(billing))
+        );
+        assert_eq!(
+            r.bill_released(2, billing),
+            Err(RegistryError::LeaseNotActive(2))
+        );
+        assert_eq!(
+            r.bill_released(9, billing),
+            Err(RegistryError::UnknownLease(9))
+        );
         assert_eq!(r.release(3), Err(RegistryError::UnknownLease(3)));
         let leases = r.leases();
         assert_eq!(
@@ -633,6 +760,96 @@ mod tests {
             })
         ));
         assert!(matches!(r.grant(0, 1), Err(RegistryError::InvalidSpec(_))));
+    }
+
+    #[test]
+    fn a_request_larger_than_every_node_names_the_largest() {
+        let r = registry(&[("n1", 1, 4096), ("n2", 2, 4096), ("n3", 4, 4096)]);
+        r.add_node("offline", spec(3, 8192)).unwrap();
+        let err = r.grant(5, 256).unwrap_err();
+        assert_eq!(
+            err,
+            RegistryError::TooLarge {
+                cores: 5,
+                memory: 256,
+                largest_node: "n3".into(),
+                largest_cores: 4,
+                largest_memory: 4096
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "no executor server has 5 cores and 256 MiB (largest: 4 cores, 4096 MiB, node \"n3\")"
+        );
+        // Fits a node in cores but none in memory: too large as well.
+        assert!(matches!(
+            r.grant(4, 5000),
+            Err(RegistryError::TooLarge { .. })
+        ));
+        // Fits only the node whose manager is away: not now, but maybe later.
+        assert!(matches!(
+            r.grant(3, 8000),
+            Err(RegistryError::NoResources { .. })
+        ));
+        // Fits n3 but n3 is full: busy, not too large.
+        r.grant(4, 1).unwrap();
+        assert!(matches!(
+            r.grant(4, 1),
+            Err(RegistryError::NoResources { .. })
+        ));
+    }
+
+    #[test]
+    fn nodes_show_the_sums_of_their_leases() {
+        let r = registry(&[("a", 4, 4096), ("b", 4, 4096)]);
+        let b = |n: u64| Billing {
+            allocation_ns: 1000 * n,
+            hot_polling_ns: 100 * n,
+            execution_ns: 10 * n,
+            invocations: n,
+        };
+        let l1 = r.grant(4, 1).unwrap();
+        let l2 = r.grant(2, 1).unwrap();
+        let l3 = r.grant(1, 1).unwrap();
+        let l4 = r.grant(1, 1).unwrap();
+        assert_eq!((l1.node.as_str(), l2.node.as_str()), ("a", "b"));
+        r.close(l1.lease_id, b(3)).unwrap();
+        r.close(l2.lease_id, b(5)).unwrap();
+        r.close(l3.lease_id, b(7)).unwrap();
+        r.release(l4.lease_id).unwrap();
+        let l5 = r.grant(1, 1).unwrap();
+        let nodes = r.nodes();
+        let (a, bb) = (nodes[0].billed, nodes[1].billed);
+        assert_eq!(
+            a,
+            NodeBilling {
+                active_leases: u32::from(l5.node == "a"),
+                closed_leases: 1,
+                released_leases: 0,
+                allocation_ns: 3000,
+                hot_polling_ns: 300,
+                execution_ns: 30,
+                invocations: 3
+            }
+        );
+        assert_eq!(
+            (
+                bb.closed_leases,
+                bb.released_leases,
+                bb.invocations,
+                bb.allocation_ns
+            ),
+            (2, 1, 12, 12000)
+        );
+        assert_eq!(r.node("b").unwrap().billed, bb);
+        // The sums over nodes are the sums over leases.
+        let leases = r.leases();
+        let total: u64 = leases
+            .iter()
+            .filter_map(|l| l.billing)
+            .map(|b| b.invocations)
+            .sum();
+        assert_eq!(a.invocations + bb.invocations, total);
     }
 
     #[test]

@@ -151,7 +151,9 @@ fn tutorial_node() -> Value {
     json!({
         "node": "exec-mgr-node", "ip_address": "192.168.0.29", "port": 10005,
         "cores": 1, "memory": 512, "free_cores": 1, "free_memory": 512,
-        "leased_cores": 0, "leased_memory": 0, "manager_connected": false
+        "leased_cores": 0, "leased_memory": 0, "manager_connected": false,
+        "billed": {"active_leases": 0, "closed_leases": 0, "released_leases": 0,
+            "allocation_ns": 0, "hot_polling_ns": 0, "execution_ns": 0, "invocations": 0}
     })
 }
 

@@ -20,7 +20,8 @@ pub enum Error {
     /// The function library cannot be used (or has no such function).
     #[error(transparent)]
     Code(#[from] function_library::Error),
-    /// No executor server in the executors database fits the request.
+    /// No executor server fits the request, free or not: none in the executors database, or
+    /// none the resource manager knows (asking again does not help).
     #[error("{0}")]
     NoExecutor(String),
     /// Every executor server is busy right now; leases return when allocations end, so asking

@@ -149,6 +149,10 @@ impl Lease {
                 "the resource manager cannot lease {cores} core(s) and {memory_mb} MiB: {}",
                 response.message
             ))),
+            LeaseStatus::TooLarge => Err(Error::NoExecutor(format!(
+                "the resource manager cannot lease {cores} core(s) and {memory_mb} MiB: {}",
+                response.message
+            ))),
             LeaseStatus::Failed => Err(Error::Refused(format!(
                 "the resource manager cannot lease {cores} core(s) and {memory_mb} MiB: {}",
                 response.message

@@ -232,8 +232,13 @@ fn unknown_leases_and_oversized_requests_are_clear_errors() {
         Ok(_) => panic!("a forged lease was accepted"),
     }
     match Lease::from_resource_manager(&test_endpoint(), rm.rdma, 64, 256, Duration::from_secs(5)) {
-        Err(Error::NoResources(msg)) => assert!(msg.contains("cannot lease 64 core(s)"), "{msg}"),
-        other => panic!("expected no resources, got {other:?}"),
+        // Larger than any node: not a transient refusal, and it names the largest node.
+        Err(Error::NoExecutor(msg)) => assert!(
+            msg.contains("cannot lease 64 core(s)")
+                && msg.contains("no executor server has 64 cores and 256 MiB (largest: 1 cores, 1024 MiB, node \"exec-mgr-node\")"),
+            "{msg}"
+        ),
+        other => panic!("expected no executor, got {other:?}"),
     }
     let lease =
         Lease::from_resource_manager(&test_endpoint(), rm.rdma, 1, 256, Duration::from_secs(5))
@@ -475,4 +480,51 @@ fn a_killed_resource_manager_interrupts_no_call() {
         Duration::from_secs(5),
     )
     .unwrap();
+}
+
+/// A manager that stops answering (SIGSTOP, as if its host hung) loses its leases once the
+/// resource manager has not heard its heartbeat for 2 s; running again (SIGCONT), it registers
+/// again by itself and its node is leased again.
+#[test]
+fn a_frozen_manager_loses_its_leases_and_registers_again() {
+    use nix::sys::signal::{Signal, kill};
+    let _serial = serial();
+    let dir = TempDir::new("frozen");
+    let (rm, manager) = registered_deployment(&dir);
+    let lease =
+        Lease::from_resource_manager(&test_endpoint(), rm.rdma, 1, 256, Duration::from_secs(5))
+            .unwrap();
+    let pid = nix::unistd::Pid::from_raw(manager.daemon.pid() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let frozen = std::time::Instant::now();
+    let dropped = rm
+        .daemon
+        .wait_for_log("sent no heartbeat for", Duration::from_secs(10));
+    let after = frozen.elapsed();
+    kill(pid, Signal::SIGCONT).unwrap();
+    assert!(dropped, "{}", rm.daemon.log());
+    assert!(
+        after >= Duration::from_millis(1400) && after <= Duration::from_secs(4),
+        "dropped after {after:?}: {}",
+        rm.daemon.log()
+    );
+    let leases = get_json(&rm, "/leases");
+    assert_eq!(leases["leases"][0]["lease_id"], lease.lease_id);
+    assert_eq!(leases["leases"][0]["state"], "released", "{leases}");
+    assert!(
+        rm.daemon.wait_for_log(
+            "Executor manager registered node exec-mgr-node",
+            Duration::from_secs(10)
+        ),
+        "rm: {}\nmanager: {}",
+        rm.daemon.log(),
+        manager.log()
+    );
+    let again =
+        Lease::from_resource_manager(&test_endpoint(), rm.rdma, 1, 256, Duration::from_secs(5))
+            .unwrap();
+    let code = std::fs::read(native_library()).unwrap();
+    let executor =
+        Executor::allocate(&test_endpoint(), &again, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&executor, 4, 64).unwrap();
 }

@@ -115,18 +115,26 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `bin` with the build's bin directory first on PATH.
     pub fn start(bin_name: &str, args: &[&str]) -> Daemon {
+        let mut command = Command::new(bin(bin_name));
+        command.args(args);
+        Daemon::spawn(bin_name, command)
+    }
+
+    /// Starts `command` (a binary of the build, or a wrapper such as `ip netns exec NS BIN`)
+    /// with the build's bin directory first on PATH, its stderr collected; `what` names it in
+    /// messages.
+    pub fn spawn(what: &str, mut command: Command) -> Daemon {
         let path = format!(
             "{}:{}",
             bin_dir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let mut child = Command::new(bin(bin_name))
-            .args(args)
+        let mut child = command
             .env("PATH", path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("{bin_name} starts: {e}"));
+            .unwrap_or_else(|e| panic!("{what} starts: {e}"));
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
