@@ -74,7 +74,7 @@ pub fn matmul(input: &[u8], output: &mut [u8]) -> Result<usize, String> {
 
 /// Black-Scholes prices of European calls: five `f32` per option in, one `f32` out.
 pub fn black_scholes(input: &[u8], output: &mut [u8]) -> Result<usize, String> {
-    if input.len() % 20 != 0 {
+    if !input.len().is_multiple_of(20) {
         return Err(format!(
             "{} input bytes are not a whole number of 20-byte options",
             input.len()

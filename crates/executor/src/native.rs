@@ -59,11 +59,11 @@ impl NativeLibrary {
         if functions.is_empty() {
             bail!("the library exports no functions");
         }
-        // SAFETY: an SDK hook of the seed's kind of contract: the library exports it as
-        // `void __rfaas_set_output_capacity(uint32_t)` (the SDK's header and crate do).
-        if let Ok(hook) =
-            unsafe { library.get::<unsafe extern "C" fn(u32)>(SET_OUTPUT_CAPACITY.as_bytes()) }
-        {
+        // SAFETY: the SDK's hook, which its crate and header export as
+        // `void __rfaas_set_output_capacity(uint32_t)`; trusted as the functions are.
+        let hook =
+            unsafe { library.get::<unsafe extern "C" fn(u32)>(SET_OUTPUT_CAPACITY.as_bytes()) };
+        if let Ok(hook) = hook {
             // SAFETY: as above; it only stores the value.
             unsafe { hook(output_capacity) };
         }
