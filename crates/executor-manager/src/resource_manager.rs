@@ -1,8 +1,10 @@
-//! The manager's link to the resource manager: registration with the shared secret, lease
-//! notices (acknowledged before the resource manager answers the client), closed leases with
-//! their billing.
+//! The manager's link to the resource manager: registration with the shared secret, then the
+//! bills not acknowledged yet and the list of leases still held (so that a resource manager that
+//! restarted can reconcile them), lease notices (acknowledged before the resource manager
+//! answers the client), closed leases with their billing (kept until the resource manager says
+//! it stored them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,8 @@ use rdmalib::{
 use rfaas_protocol::Record;
 use rfaas_protocol::config::ManagerSection;
 use rfaas_protocol::control::{
-    Hello, LeaseAck, LeaseClosed, LeaseNotice, MessageKind, NodeRegistration,
+    BillRecorded, Hello, LeaseAck, LeaseClosed, LeaseNotice, LeasesHeld, MessageKind,
+    NodeRegistration,
 };
 use rfaas_protocol::mailbox::Mailbox;
 
@@ -21,6 +24,9 @@ use rfaas_protocol::mailbox::Mailbox;
 const SLOTS: usize = 8;
 /// A lease nobody allocates within this time is returned to the pool.
 pub const UNUSED_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bills sent (or to send) and not acknowledged yet, by lease.
+pub type Unacked = BTreeMap<u32, LeaseClosed>;
 
 /// A lease the resource manager announced.
 pub struct KnownLease {
@@ -40,12 +46,17 @@ pub struct ResourceManagerLink {
 
 impl ResourceManagerLink {
     /// Connects with the shared secret and registers `node_name`, waiting at most `timeout`
-    /// for the resource manager to answer.
+    /// for the resource manager to answer; then sends the bills in `unacked` again and lists
+    /// the leases it holds: `allocated` and the announced `leases` not used yet (carried over
+    /// from the link before; the new link takes them once it is up).
     pub fn connect(
         ctx: &Context,
         pd: &ProtectionDomain,
         config: &ManagerSection,
         timeout: Duration,
+        unacked: &Unacked,
+        allocated: &[u32],
+        leases: &mut HashMap<u32, KnownLease>,
     ) -> Result<ResourceManagerLink> {
         let address = config
             .resource_manager()?
@@ -98,6 +109,25 @@ impl ResourceManagerLink {
             "Registered node {} with the resource manager at {address}",
             config.node_name
         );
+        for bill in unacked.values() {
+            link.close(*bill)?;
+        }
+        let mut held: Vec<u32> = allocated.to_vec();
+        held.extend(leases.keys());
+        held.sort_unstable();
+        held.dedup();
+        for record in LeasesHeld::split(&held) {
+            link.send(MessageKind::LeasesHeld, &record.encode())?;
+        }
+        if !unacked.is_empty() || !held.is_empty() {
+            tracing::info!(
+                "Sent the resource manager {} bill(s) again and {} lease(s) held",
+                unacked.len(),
+                held.len()
+            );
+        }
+        let mut link = link;
+        link.leases = std::mem::take(leases);
         Ok(link)
     }
 
@@ -111,9 +141,10 @@ impl ResourceManagerLink {
         &self.recv_cq
     }
 
-    /// Takes lease notices (and acknowledges them); expires leases nobody used. Returns whether
-    /// a message came.
-    pub fn poll(&mut self) -> Result<bool> {
+    /// Takes lease notices (and acknowledges them) and acknowledged bills (removed from
+    /// `unacked`); expires leases nobody used (their empty bills go into `unacked`). Returns
+    /// whether a message came.
+    pub fn poll(&mut self, unacked: &mut Unacked) -> Result<bool> {
         let mut wcs = [Completion::default(); 8];
         let n = self.recv_cq.poll(&mut wcs)?;
         for wc in &wcs[..n] {
@@ -127,6 +158,15 @@ impl ResourceManagerLink {
                 continue;
             }
             let message = self.mailbox.take(&self.conn, wc)?;
+            if message.kind == Some(MessageKind::BillRecorded) {
+                match BillRecorded::decode(&message.payload) {
+                    Ok(ack) => {
+                        unacked.remove(&ack.lease_id);
+                    }
+                    Err(e) => tracing::warn!("malformed message from the resource manager: {e}"),
+                }
+                continue;
+            }
             match (message.kind, LeaseNotice::decode(&message.payload)) {
                 (Some(MessageKind::LeaseNotice), Ok(notice)) => {
                     tracing::info!(
@@ -161,15 +201,18 @@ impl ResourceManagerLink {
             tracing::info!(
                 "Lease {lease_id} was not used within {UNUSED_LEASE_TIMEOUT:?}; returning it"
             );
-            self.close(LeaseClosed {
+            let bill = LeaseClosed {
                 lease_id,
                 ..LeaseClosed::default()
-            })?;
+            };
+            unacked.insert(lease_id, bill);
+            self.close(bill)?;
         }
         Ok(n > 0)
     }
 
-    /// Reports a lease's end with its billing.
+    /// Reports a lease's end with its billing (the caller keeps it in its [`Unacked`] until
+    /// the resource manager acknowledges it).
     pub fn close(&self, closed: LeaseClosed) -> Result<()> {
         self.send(MessageKind::LeaseClosed, &closed.encode())
     }
