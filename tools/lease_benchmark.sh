@@ -58,7 +58,7 @@ db_args=()
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true' EXIT
 wait_for() { # log line
-  for _ in $(seq 100); do grep -q "$2" "$1" && return 0; sleep 0.1; done
+  for _ in $(seq 100); do grep -qs "$2" "$1" && return 0; sleep 0.1; done
   echo "lease_benchmark.sh: no '$2' in $1" >&2; cat "$1" >&2; exit 1
 }
 "$build/bin/resource_manager" -c "$out/resource_manager.json" --device-database "$out/devices.json" \
@@ -85,6 +85,9 @@ if [ "$wait_bills" = 1 ]; then
   echo "Leases: $(curl -s "http://127.0.0.1:$http_port/leases" | jq -c '[.leases[].state] | group_by(.) | map({(.[0]): length}) | add')"
 fi
 if [ ${#db_args[@]} -gt 0 ]; then
-  echo "Database $db: $(du -cb "$db"* | tail -1 | cut -f1) bytes (with its -wal and -shm)"
+  echo "Database $db: $(stat -c %s "$db") bytes; with its -wal and -shm $(du -cb "$db"* | tail -1 | cut -f1) bytes"
+  if command -v sqlite3 > /dev/null; then
+    echo "In it: $(sqlite3 -readonly "$db" "SELECT (SELECT count(*) FROM leases) || ' leases, ' || (SELECT count(*) FROM bills) || ' bills'")"
+  fi
 fi
 echo "CSV file and logs: $out"
