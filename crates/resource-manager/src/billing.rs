@@ -128,7 +128,11 @@ impl Report {
                 invocations: billing.invocations,
             };
             report.totals.add(&bill);
-            report.nodes.entry(bill.node.clone()).or_default().add(&bill);
+            report
+                .nodes
+                .entry(bill.node.clone())
+                .or_default()
+                .add(&bill);
             report.bills.push(bill);
         }
         report

@@ -14,8 +14,7 @@ use rdmalib::{
 use rfaas_protocol::config::Secret;
 use rfaas_protocol::control::{
     BillRecorded, Credential, Hello, LeaseAck, LeaseClosed, LeaseNotice, LeaseRequest,
-    LeaseResponse, LeaseStatus, LeasesHeld, MessageKind, NodeRegistration, Role,
-    credentials_match,
+    LeaseResponse, LeaseStatus, LeasesHeld, MessageKind, NodeRegistration, Role, credentials_match,
 };
 use rfaas_protocol::mailbox::Mailbox;
 use rfaas_protocol::{ProtocolError, Record};

@@ -445,8 +445,12 @@ impl Registry {
                     added.push(e.node.clone());
                 }
                 Some(known)
-                    if (known.ip_address.as_str(), known.port, known.cores, known.memory)
-                        == (spec.ip_address.as_str(), spec.port, spec.cores, spec.memory) => {}
+                    if (
+                        known.ip_address.as_str(),
+                        known.port,
+                        known.cores,
+                        known.memory,
+                    ) == (spec.ip_address.as_str(), spec.port, spec.cores, spec.memory) => {}
                 Some(_) => tracing::warn!(
                     "node {} is described differently in the executors database than in the resource manager's database; keeping the latter (remove it and add it again over HTTP to change it)",
                     e.node
@@ -1012,7 +1016,10 @@ mod tests {
         drop(r);
 
         let (r, restored) = reopen(&path);
-        assert_eq!((restored.leases, restored.in_doubt, restored.bills), (5, 2, 2));
+        assert_eq!(
+            (restored.leases, restored.in_doubt, restored.bills),
+            (5, 2, 2)
+        );
         let states: Vec<_> = r.leases().iter().map(|l| (l.lease_id, l.state)).collect();
         assert_eq!(
             states,

@@ -513,7 +513,13 @@ mod tests {
         let path = scratch("new");
         let mut store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert!(store.meta("created_by").unwrap().unwrap().contains("resource_manager"));
+        assert!(
+            store
+                .meta("created_by")
+                .unwrap()
+                .unwrap()
+                .contains("resource_manager")
+        );
         store.insert_node("a", &spec(), 1).unwrap();
         store.insert_lease(1, "a", 2, 100, 10).unwrap();
         store.insert_lease(2, "a", 1, 0, 11).unwrap();

@@ -22,7 +22,11 @@ fn start_resource_manager(dir: &TempDir) -> ResourceManager {
 }
 
 /// A resource manager on RDMA port `port` (0: any), with `extra` arguments.
-pub(crate) fn start_resource_manager_with(dir: &TempDir, port: u16, extra: &[&str]) -> ResourceManager {
+pub(crate) fn start_resource_manager_with(
+    dir: &TempDir,
+    port: u16,
+    extra: &[&str],
+) -> ResourceManager {
     let devices = test_devices(dir);
     let mut config = shipped_config("resource_manager.json");
     config["config"]["rdma_device"] = device_name().into();
@@ -55,7 +59,11 @@ fn add_node(rm: &ResourceManager, manager: &Manager) -> (String, String) {
 }
 
 /// The tutorial's curl line for a node of `cores` cores.
-pub(crate) fn add_node_with(rm: &ResourceManager, manager: &Manager, cores: u32) -> (String, String) {
+pub(crate) fn add_node_with(
+    rm: &ResourceManager,
+    manager: &Manager,
+    cores: u32,
+) -> (String, String) {
     let url = format!("http://{}/add?node=exec-mgr-node", rm.http);
     let body = format!(
         r#"{{"ip_address": "{}", "port": {}, "cores": {cores}, "memory": 1024}}"#,

@@ -174,9 +174,18 @@ fn a_resource_manager_killed_at_each_step_of_a_lease_loses_nothing() {
     let report = get_json(&rm, "/billing");
     let bills = report["bills"].as_array().unwrap();
     assert_eq!(bills.len(), 4, "{report}");
-    for field in ["allocation_ns", "hot_polling_ns", "execution_ns", "invocations"] {
+    for field in [
+        "allocation_ns",
+        "hot_polling_ns",
+        "execution_ns",
+        "invocations",
+    ] {
         let sum: u64 = bills.iter().map(|b| b[field].as_u64().unwrap()).sum();
-        assert_eq!(report["totals"][field].as_u64(), Some(sum), "{field}: {report}");
+        assert_eq!(
+            report["totals"][field].as_u64(),
+            Some(sum),
+            "{field}: {report}"
+        );
         assert_eq!(
             report["nodes"]["exec-mgr-node"][field].as_u64(),
             Some(sum),
