@@ -243,3 +243,41 @@ fn a_resource_manager_killed_at_each_step_of_a_lease_loses_nothing() {
     assert_eq!(get_json(&rm, "/billing")["totals"]["bills"], 4);
     assert_eq!(lease(&rm).lease_id, 6);
 }
+
+/// A database whose schema is newer than this build's is refused with one clear line, and left
+/// as it was.
+#[test]
+fn a_database_of_a_newer_schema_is_refused() {
+    let _serial = serial();
+    let dir = TempDir::new("newer-db");
+    let db = dir.path("state.db");
+    let mut rm = start_resource_manager_with(&dir, 0, &["--database", arg(&db)]);
+    rm.daemon.terminate();
+    assert!(rm.daemon.wait_exit(Duration::from_secs(10)).is_some());
+    // The header's user_version (offset 60, big-endian), as a newer resource manager would
+    // leave it; a graceful shutdown folded the log into the file.
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert_eq!(&bytes[..16], b"SQLite format 3\0");
+    assert_eq!(bytes[60..64], 1u32.to_be_bytes(), "schema version 1");
+    bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
+    std::fs::write(&db, &bytes).unwrap();
+
+    let out = run(
+        "resource_manager",
+        [
+            "-c",
+            arg(&dir.path("resource_manager.json")),
+            "--device-database",
+            arg(&dir.path("devices.json")),
+            "--database",
+            arg(&db),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("has schema version 99, newer than this resource manager's 1"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the database is left alone");
+}
