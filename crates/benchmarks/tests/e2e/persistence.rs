@@ -279,5 +279,9 @@ fn a_database_of_a_newer_schema_is_refused() {
         err.contains("has schema version 99, newer than this resource manager's 1"),
         "{err}"
     );
-    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the database is left alone");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        bytes,
+        "the database is left alone"
+    );
 }
