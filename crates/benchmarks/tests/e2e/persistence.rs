@@ -144,6 +144,21 @@ fn a_resource_manager_killed_at_each_step_of_a_lease_loses_nothing() {
     executor.deallocate();
     rm = kill_and_restart(&dir, &mut rm, &manager);
     lease_in_state(&rm, racing.lease_id, "closed");
+    // Which way the race went (any is right): stored before the kill, or sent again after it.
+    let again = rm.daemon.log().contains("its bill is recorded already");
+    let log = manager.log();
+    let resent = log
+        .lines()
+        .filter(|l| l.contains("bill(s) again") && !l.contains("manager 0 bill(s)"))
+        .count();
+    eprintln!(
+        "racing a close: the bill was {} (the manager sent bills again after {resent} of its registrations)",
+        if again {
+            "stored before the kill and sent again"
+        } else {
+            "stored after the restart, or before the kill and acknowledged"
+        }
+    );
 
     // Every lease once, every bill once, with its calls; nothing in doubt.
     let ids = [
