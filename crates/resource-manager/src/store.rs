@@ -82,6 +82,23 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// Another process (a second resource manager) has the database open.
+    #[error(
+        "the database {} is in use by another process (another resource manager?); give each its own --database",
+        path.display()
+    )]
+    InUse {
+        /// The database.
+        path: PathBuf,
+    },
+    /// The file could not be opened or locked.
+    #[error("database {}: {source}", path.display())]
+    Io {
+        /// The database.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// SQLite failed.
     #[error("database {}: {source}", path.display())]
     Sqlite {
@@ -126,6 +143,10 @@ pub struct Loaded {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// An exclusive `flock` on the database file while it is open, so two resource managers
+    /// never share one (SQLite's own locks are POSIX locks, independent of it; readers such as
+    /// `sqlite3` take none).
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for Store {
@@ -178,6 +199,26 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(sqlite)?;
+        // SQLite creates the file on first use; make it exist before locking it.
+        conn.query_row("PRAGMA schema_version", [], |_| Ok(()))
+            .map_err(sqlite)?;
+        let io = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse {
+                    path: path.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sqlite)?;
         // A newer database is refused before anything (the journal mode) is changed in it.
@@ -206,6 +247,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_owned(),
+            _lock: lock,
         };
         store.migrate()?;
         Ok(store)
@@ -571,6 +613,17 @@ mod tests {
     }
 
     #[test]
+    fn one_database_serves_one_resource_manager() {
+        let path = scratch("in-use");
+        let first = Store::open(&path).unwrap();
+        let msg = Store::open(&path).unwrap_err().to_string();
+        assert!(msg.contains("in use by another process"), "{msg}");
+        drop(first);
+        Store::open(&path).unwrap();
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
     fn newer_and_foreign_databases_are_refused() {
         let path = scratch("newer");
         drop(Store::open(&path).unwrap());
@@ -579,7 +632,10 @@ mod tests {
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         let err = Store::open(&path).unwrap_err();
-        assert!(matches!(err, StoreError::Newer { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(
+            matches!(err, StoreError::Newer { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err}"
+        );
         let msg = err.to_string();
         assert!(msg.contains("newer than this resource manager's"), "{msg}");
 
