@@ -9,7 +9,7 @@
 #   -r  cold starts per kind           (default 100)
 #   -d  device (tools/device_generator.sh)  (default lo)
 #   -p  provider of that device: verbs, tcp or shm  (default: what the generator says)
-#   -o  configs, logs and CSV files    (default results-cold)
+#   -o  configs, logs, CSV files and the resource manager's database (default results-cold)
 #   -b  build directory (tools/build.sh)    (default build)
 set -euo pipefail
 
@@ -36,6 +36,8 @@ tools/setup.sh build tutorial
 mkdir -p "$out"
 build=$(cd "$build" && pwd) out=$(cd "$out" && pwd)
 rm -rf "$out/wasm-cache"
+# A fresh deployment: no nodes or leases from an earlier run (the node is added below).
+rm -f "$out/resource_manager.db" "$out/resource_manager.db-wal" "$out/resource_manager.db-shm"
 
 tools/device_generator.sh -d "$device" -o "$out/devices.json"
 if [ -n "$provider" ]; then

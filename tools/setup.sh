@@ -7,7 +7,8 @@
 #   build     compiling the workspace: cmake + libclang (the verbs provider's bindings),
 #             jq (tools/build.sh), the wasm32-unknown-unknown target (functions.wasm), and
 #             for the example functions the wasm32-wasip1 target and clang, lld, wasi-libc
-#   tutorial  the tutorial's commands: iproute2 (device_generator.sh), curl
+#   tutorial  the tutorial's commands: iproute2 (device_generator.sh), curl, sqlite3 (inspecting
+#             the resource manager's database)
 #   clients   librfaas's C and C++ examples and the Python package: pkg-config, g++, cmake,
 #             python3-dev, and maturin and numpy (PyPI) in $RFAAS_VENV
 #   softroce  the SoftRoCE guest of tools/softroce.sh: QEMU, a Debian kernel with rdma_rxe,
@@ -18,7 +19,7 @@
 #   --check   install nothing; exit 1 and say what is missing
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${RFAAS_VENV:-$root/build/venv}
 CARGO_FUZZ_VERSION=0.13.2
@@ -38,7 +39,7 @@ done
 # Debian packages of each part.
 declare -A packages=(
   [build]="cmake libclang-dev jq clang lld wasi-libc libclang-rt-dev-wasm32"
-  [tutorial]="iproute2 curl"
+  [tutorial]="iproute2 curl sqlite3"
   [clients]="pkg-config g++ cmake python3-dev python3-venv"
   # busybox-static: virtme-ng's guest init; linux-image-amd64: the guest's kernel (rdma_rxe).
   [softroce]="qemu-system-x86 linux-image-amd64 busybox-static python3-venv rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest"

@@ -6,8 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 use rfaas_protocol::Record;
 use rfaas_protocol::control::{
-    AllocationRequest, AllocationResponse, BillingRecord, ExecutorExit, Hello, LeaseClosed,
-    LeaseNotice, LeaseRequest, LeaseResponse, NodeRegistration, ThreadReady,
+    AllocationRequest, AllocationResponse, BillRecorded, BillingRecord, ExecutorExit, Hello,
+    LeaseClosed, LeaseNotice, LeaseRequest, LeaseResponse, LeasesHeld, NodeRegistration,
+    ThreadReady,
 };
 
 fn round_trip<R: Record>(data: &[u8]) {
@@ -33,4 +34,6 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<LeaseNotice>(data);
     round_trip::<LeaseClosed>(data);
     round_trip::<BillingRecord>(data);
+    round_trip::<LeasesHeld>(data);
+    round_trip::<BillRecorded>(data);
 });

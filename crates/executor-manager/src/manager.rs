@@ -19,7 +19,7 @@ use rfaas_protocol::control::{
 use rfaas_protocol::mailbox::Mailbox;
 use rfaas_protocol::{ProtocolError, Record};
 
-use crate::resource_manager::ResourceManagerLink;
+use crate::resource_manager::{KnownLease, ResourceManagerLink, Unacked};
 use crate::spawn::{Launcher, describe_exit};
 
 /// Receive slots per client connection.
@@ -66,6 +66,10 @@ pub struct Manager {
     /// to register again after the link broke.
     rm_config: Option<ManagerSection>,
     rm_retry_at: Instant,
+    /// Bills the resource manager has not acknowledged: sent again after registering again.
+    unacked_bills: Unacked,
+    /// Announced leases not used yet, kept while the link is down.
+    carried_leases: HashMap<u32, KnownLease>,
     launcher: Launcher,
     use_docker: bool,
     /// Sleep on the completion channel when idle (`rdma-sleep`), else poll.
@@ -98,6 +102,9 @@ impl Manager {
                 &pd,
                 c,
                 RM_CONNECT_TIMEOUT,
+                &Unacked::new(),
+                &[],
+                &mut HashMap::new(),
             )?),
         };
         tracing::info!("Begin listening at {addr} and processing events!");
@@ -111,6 +118,8 @@ impl Manager {
             resource_manager,
             rm_config,
             rm_retry_at: Instant::now(),
+            unacked_bills: Unacked::new(),
+            carried_leases: HashMap::new(),
             launcher,
             use_docker: config.executor.use_docker,
             sleep: config.config.rdma_sleep,
@@ -168,13 +177,15 @@ impl Manager {
         }
         let mut from_link = false;
         if let Some(link) = &mut self.resource_manager {
-            match link.poll() {
+            match link.poll(&mut self.unacked_bills) {
                 Ok(any) => from_link = any,
                 Err(e) => {
                     tracing::error!(
-                        "{e:#}; registering again every {RM_RETRY:?} (leases cannot be checked or reported until then)"
+                        "{e:#}; registering again every {RM_RETRY:?} (leases cannot be checked until then; bills are kept and sent then)"
                     );
-                    self.resource_manager = None;
+                    if let Some(old) = self.resource_manager.take() {
+                        self.carried_leases = old.leases;
+                    }
                     self.rm_retry_at = Instant::now() + RM_RETRY;
                 }
             }
@@ -410,7 +421,21 @@ impl Manager {
         if self.resource_manager.is_some() || Instant::now() < self.rm_retry_at {
             return;
         }
-        match ResourceManagerLink::connect(&self.ctx, &self.pd, config, RM_RETRY_TIMEOUT) {
+        let allocated: Vec<u32> = self
+            .allocations
+            .values()
+            .map(|a| a.lease_id)
+            .filter(|id| *id != 0)
+            .collect();
+        match ResourceManagerLink::connect(
+            &self.ctx,
+            &self.pd,
+            config,
+            RM_RETRY_TIMEOUT,
+            &self.unacked_bills,
+            &allocated,
+            &mut self.carried_leases,
+        ) {
             Ok(link) => {
                 tracing::info!("Registered with the resource manager again");
                 self.resource_manager = Some(link);
@@ -467,10 +492,18 @@ impl Manager {
                 };
                 self.send(alloc.client_qp, MessageKind::ExecutorExit, &exit.encode());
             }
-            if let (Some(link), true) = (&mut self.resource_manager, alloc.lease_id != 0)
-                && let Err(e) = link.close(closed)
-            {
-                tracing::error!("reporting the end of lease {}: {e:#}", alloc.lease_id);
+            if self.rm_config.is_some() && alloc.lease_id != 0 {
+                // Kept until the resource manager says it stored it: sent again after a
+                // reconnect if the link breaks first.
+                self.unacked_bills.insert(alloc.lease_id, closed);
+                if let Some(link) = &mut self.resource_manager
+                    && let Err(e) = link.close(closed)
+                {
+                    tracing::error!(
+                        "reporting the end of lease {} (kept to send again): {e:#}",
+                        alloc.lease_id
+                    );
+                }
             }
         }
     }

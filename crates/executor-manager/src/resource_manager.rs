@@ -1,10 +1,12 @@
-//! The manager's link to the resource manager: registration with the shared secret, lease
-//! notices (acknowledged before the resource manager answers the client), closed leases with
-//! their billing, and a heartbeat every [`HEARTBEAT_INTERVAL`]. Heartbeats unacknowledged for
+//! The manager's link to the resource manager: registration with the shared secret, then the
+//! bills not acknowledged yet and the list of leases still held (so that a resource manager that
+//! restarted can reconcile them), lease notices (acknowledged before the resource manager
+//! answers the client), closed leases with their billing (kept until the resource manager says
+//! it stored them), and a heartbeat every [`HEARTBEAT_INTERVAL`]. Heartbeats unacknowledged for
 //! [`HEARTBEAT_TIMEOUT`] mean the resource manager is gone (or the link to it is cut): the link
 //! reports itself broken and the manager registers again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,8 +17,8 @@ use rdmalib::{
 use rfaas_protocol::Record;
 use rfaas_protocol::config::ManagerSection;
 use rfaas_protocol::control::{
-    HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseAck, LeaseClosed, LeaseNotice, MessageKind,
-    NodeRegistration,
+    BillRecorded, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseAck, LeaseClosed, LeaseNotice,
+    LeasesHeld, MessageKind, NodeRegistration,
 };
 use rfaas_protocol::mailbox::Mailbox;
 
@@ -24,6 +26,9 @@ use rfaas_protocol::mailbox::Mailbox;
 const SLOTS: usize = 8;
 /// A lease nobody allocates within this time is returned to the pool.
 pub const UNUSED_LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bills sent (or to send) and not acknowledged yet, by lease.
+pub type Unacked = BTreeMap<u32, LeaseClosed>;
 
 /// A lease the resource manager announced.
 pub struct KnownLease {
@@ -42,19 +47,24 @@ pub struct ResourceManagerLink {
     /// When the last heartbeat went out.
     last_heartbeat: Instant,
     /// Heartbeats sent whose completion has not been seen.
-    unacked: usize,
+    heartbeats_in_flight: usize,
     /// When the last send completed.
     last_ack: Instant,
 }
 
 impl ResourceManagerLink {
     /// Connects with the shared secret and registers `node_name`, waiting at most `timeout`
-    /// for the resource manager to answer.
+    /// for the resource manager to answer; then sends the bills in `unacked` again and lists
+    /// the leases it holds: `allocated` and the announced `leases` not used yet (carried over
+    /// from the link before; the new link takes them once it is up).
     pub fn connect(
         ctx: &Context,
         pd: &ProtectionDomain,
         config: &ManagerSection,
         timeout: Duration,
+        unacked: &Unacked,
+        allocated: &[u32],
+        leases: &mut HashMap<u32, KnownLease>,
     ) -> Result<ResourceManagerLink> {
         let address = config
             .resource_manager()?
@@ -96,7 +106,7 @@ impl ResourceManagerLink {
             leases: HashMap::new(),
             address,
             last_heartbeat: Instant::now(),
-            unacked: 0,
+            heartbeats_in_flight: 0,
             last_ack: Instant::now(),
         };
         link.send(
@@ -110,6 +120,25 @@ impl ResourceManagerLink {
             "Registered node {} with the resource manager at {address}",
             config.node_name
         );
+        for bill in unacked.values() {
+            link.close(*bill)?;
+        }
+        let mut held: Vec<u32> = allocated.to_vec();
+        held.extend(leases.keys());
+        held.sort_unstable();
+        held.dedup();
+        for record in LeasesHeld::split(&held) {
+            link.send(MessageKind::LeasesHeld, &record.encode())?;
+        }
+        if !unacked.is_empty() || !held.is_empty() {
+            tracing::info!(
+                "Sent the resource manager {} bill(s) again and {} lease(s) held",
+                unacked.len(),
+                held.len()
+            );
+        }
+        let mut link = link;
+        link.leases = std::mem::take(leases);
         Ok(link)
     }
 
@@ -136,7 +165,7 @@ impl ResourceManagerLink {
                 break;
             }
         }
-        if self.unacked > 0 && self.last_ack.elapsed() > HEARTBEAT_TIMEOUT {
+        if self.heartbeats_in_flight > 0 && self.last_ack.elapsed() > HEARTBEAT_TIMEOUT {
             bail!(
                 "the resource manager at {} acknowledged no heartbeat for {:.1} s",
                 self.address,
@@ -144,12 +173,12 @@ impl ResourceManagerLink {
             );
         }
         if self.last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL {
-            if self.unacked == 0 {
+            if self.heartbeats_in_flight == 0 {
                 // Silence is measured from the first heartbeat left unanswered.
                 self.last_ack = Instant::now();
             }
             self.mailbox.send(&self.conn, MessageKind::Heartbeat, &[])?;
-            self.unacked += 1;
+            self.heartbeats_in_flight += 1;
             self.last_heartbeat = Instant::now();
         }
         Ok(())
@@ -164,14 +193,15 @@ impl ResourceManagerLink {
                 wc.status
             );
         }
-        self.unacked = self.unacked.saturating_sub(1);
+        self.heartbeats_in_flight = self.heartbeats_in_flight.saturating_sub(1);
         self.last_ack = Instant::now();
         Ok(())
     }
 
-    /// Takes lease notices (and acknowledges them), sends heartbeats; expires leases nobody
-    /// used. Returns whether a message came.
-    pub fn poll(&mut self) -> Result<bool> {
+    /// Sends heartbeats; takes lease notices (and acknowledges them) and acknowledged bills
+    /// (removed from `unacked`); expires leases nobody used (their empty bills go into
+    /// `unacked`). Returns whether a message came.
+    pub fn poll(&mut self, unacked: &mut Unacked) -> Result<bool> {
         self.heartbeat()?;
         let mut wcs = [Completion::default(); 8];
         let n = self.recv_cq.poll(&mut wcs)?;
@@ -186,6 +216,15 @@ impl ResourceManagerLink {
                 continue;
             }
             let message = self.mailbox.take(&self.conn, wc)?;
+            if message.kind == Some(MessageKind::BillRecorded) {
+                match BillRecorded::decode(&message.payload) {
+                    Ok(ack) => {
+                        unacked.remove(&ack.lease_id);
+                    }
+                    Err(e) => tracing::warn!("malformed message from the resource manager: {e}"),
+                }
+                continue;
+            }
             match (message.kind, LeaseNotice::decode(&message.payload)) {
                 (Some(MessageKind::LeaseNotice), Ok(notice)) => {
                     tracing::info!(
@@ -220,15 +259,18 @@ impl ResourceManagerLink {
             tracing::info!(
                 "Lease {lease_id} was not used within {UNUSED_LEASE_TIMEOUT:?}; returning it"
             );
-            self.close(LeaseClosed {
+            let bill = LeaseClosed {
                 lease_id,
                 ..LeaseClosed::default()
-            })?;
+            };
+            unacked.insert(lease_id, bill);
+            self.close(bill)?;
         }
         Ok(n > 0)
     }
 
-    /// Reports a lease's end with its billing.
+    /// Reports a lease's end with its billing (the caller keeps it in its [`Unacked`] until
+    /// the resource manager acknowledges it).
     pub fn close(&mut self, closed: LeaseClosed) -> Result<()> {
         self.send(MessageKind::LeaseClosed, &closed.encode())
     }
@@ -251,10 +293,10 @@ impl ResourceManagerLink {
                 );
             }
             self.last_ack = Instant::now();
-            if self.unacked == 0 {
+            if self.heartbeats_in_flight == 0 {
                 return Ok(());
             }
-            self.unacked -= 1;
+            self.heartbeats_in_flight -= 1;
         }
     }
 }

@@ -174,6 +174,10 @@ wire_enum! {
         /// An empty message, manager → resource manager, every [`HEARTBEAT_INTERVAL`]: the
         /// manager is alive and its link works.
         Heartbeat = 12,
+        /// [`LeasesHeld`], manager → resource manager, after registering.
+        LeasesHeld = 13,
+        /// [`BillRecorded`], resource manager → manager.
+        BillRecorded = 14,
     }
 }
 
@@ -461,6 +465,51 @@ record! {
 }
 
 record! {
+    /// After registering, a manager tells the resource manager which of its leases it still
+    /// holds (allocated, or announced and not used yet), in as many records as it takes, the
+    /// last one marked. A resource manager that restarted reconciles the leases it had open on
+    /// the node: held ones stay active; the others end with the bill the manager sent before
+    /// this list, or are released.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct LeasesHeld("leases held") {
+        /// Lease ids (at most [`crate::MAX_IDS`] per record).
+        pub leases: Vec<u32>,
+        /// Whether this is the last record of the list.
+        pub last: bool,
+    }
+}
+
+impl LeasesHeld {
+    /// The records that list `leases` (at least one, the last marked).
+    pub fn split(leases: &[u32]) -> Vec<LeasesHeld> {
+        let mut records: Vec<LeasesHeld> = leases
+            .chunks(crate::record::MAX_IDS)
+            .map(|ids| LeasesHeld {
+                leases: ids.to_vec(),
+                last: false,
+            })
+            .collect();
+        if records.is_empty() {
+            records.push(LeasesHeld::default());
+        }
+        if let Some(end) = records.last_mut() {
+            end.last = true;
+        }
+        records
+    }
+}
+
+record! {
+    /// The resource manager stored a lease's bill ([`LeaseClosed`]): the manager may forget
+    /// it. A manager sends every bill not acknowledged again after it registers again.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct BillRecorded("bill recorded") {
+        /// The lease.
+        pub lease_id: u32,
+    }
+}
+
+record! {
     /// Where an executor adds its billing: the manager's accept of a billing connection
     /// carries it as private data. The record there holds three little-endian u64 counters
     /// at the offsets in [`billing`], which the executor adds to with fetch-and-add.
@@ -574,7 +623,47 @@ mod tests {
             })
         );
         assert_eq!(MessageKind::from_raw(12), Some(MessageKind::Heartbeat));
-        assert_eq!(MessageKind::from_raw(13), None);
+        assert_eq!(MessageKind::from_raw(15), None);
+    }
+
+    #[test]
+    fn held_leases_split_into_records() {
+        assert_eq!(
+            LeasesHeld::split(&[]),
+            [LeasesHeld {
+                leases: vec![],
+                last: true
+            }]
+        );
+        let ids: Vec<u32> = (1..=250).collect();
+        let records = LeasesHeld::split(&ids);
+        assert_eq!(records.len(), 3);
+        assert_eq!(
+            records.iter().map(|r| r.last).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+        let mut back = Vec::new();
+        for r in &records {
+            let bytes = r.encode();
+            assert!(bytes.len() <= MAX_MESSAGE_LEN);
+            back.extend(LeasesHeld::decode(&bytes).unwrap().leases);
+        }
+        assert_eq!(back, ids);
+        // A count beyond the limit, and a flag that is neither 0 nor 1, are refused.
+        let mut bad = records[2].encode();
+        bad[0] = 101;
+        assert!(matches!(
+            LeasesHeld::decode(&bad),
+            Err(ProtocolError::Invalid { .. })
+        ));
+        let mut bad = LeasesHeld::split(&[7])[0].encode();
+        *bad.last_mut().unwrap() = 2;
+        assert!(matches!(
+            LeasesHeld::decode(&bad),
+            Err(ProtocolError::Invalid { .. })
+        ));
+        let ack = BillRecorded { lease_id: 9 };
+        assert_eq!(BillRecorded::decode(&ack.encode()).unwrap(), ack);
     }
 
     #[test]

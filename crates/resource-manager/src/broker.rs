@@ -1,5 +1,6 @@
-//! The RDMA side of the resource manager: executor managers register with the shared secret,
-//! clients ask for leases, managers confirm leases and report them closed with billing.
+//! The RDMA side of the resource manager: executor managers register with the shared secret
+//! and list the leases they still hold, clients ask for leases, managers confirm leases and
+//! report them closed with billing, which is acknowledged once stored.
 //!
 //! Managers send a heartbeat every [`HEARTBEAT_INTERVAL`]; one that has not been heard from for
 //! [`HEARTBEAT_TIMEOUT`] (killed, its link cut, its host gone) is dropped like one that
@@ -17,14 +18,14 @@ use rdmalib::{
 };
 use rfaas_protocol::config::Secret;
 use rfaas_protocol::control::{
-    Credential, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseAck, LeaseClosed, LeaseNotice,
-    LeaseRequest, LeaseResponse, LeaseStatus, MessageKind, NodeRegistration, Role,
-    credentials_match,
+    BillRecorded, Credential, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseAck, LeaseClosed,
+    LeaseNotice, LeaseRequest, LeaseResponse, LeaseStatus, LeasesHeld, MessageKind,
+    NodeRegistration, Role, credentials_match,
 };
 use rfaas_protocol::mailbox::Mailbox;
 use rfaas_protocol::{ProtocolError, Record};
 
-use resource_manager::registry::{Billing, Grant, Registry, RegistryError};
+use resource_manager::registry::{Billing, Grant, LeaseState, Registry, RegistryError};
 
 /// Receive slots per peer.
 const RECV_SLOTS: usize = 4;
@@ -34,9 +35,11 @@ const SEND_SLOTS: usize = 8;
 const IDLE_WAKEUP: Duration = Duration::from_millis(20);
 
 enum Kind {
-    /// An executor manager; its node once it registered.
+    /// An executor manager; its node once it registered, and the leases it listed so far as
+    /// held ([`LeasesHeld`] records before the last).
     Manager {
         node: Option<String>,
+        held: Vec<u32>,
     },
     Client,
 }
@@ -155,7 +158,10 @@ impl Broker {
                         let _ = req.reject(b"wrong secret");
                         return;
                     }
-                    Ok(h) if h.role == Role::ExecutorManager => Kind::Manager { node: None },
+                    Ok(h) if h.role == Role::ExecutorManager => Kind::Manager {
+                        node: None,
+                        held: Vec::new(),
+                    },
                     Ok(h) if h.role == Role::Client => Kind::Client,
                     Ok(h) => {
                         tracing::warn!(
@@ -246,20 +252,28 @@ impl Broker {
         let from = peer.conn.peer_addr();
         drop(peer.conn);
         let node = match peer.kind {
-            Kind::Manager { node: Some(node) } => node,
-            Kind::Manager { node: None } => {
+            Kind::Manager {
+                node: Some(node), ..
+            } => node,
+            Kind::Manager { node: None, .. } => {
                 tracing::warn!("The executor manager at {from} {why} before it registered a node");
                 return;
             }
             Kind::Client => return,
         };
-        let released = self.registry.release_node(&node);
-        let ids: Vec<String> = released.iter().map(|l| l.lease_id.to_string()).collect();
-        tracing::warn!(
-            "The executor manager of node {node} ({from}) {why}; released {} lease(s) [{}], the node is gone until it registers again",
-            released.len(),
-            ids.join(", ")
-        );
+        match self.registry.release_node(&node) {
+            Ok(released) => {
+                let ids: Vec<String> = released.iter().map(|l| l.lease_id.to_string()).collect();
+                tracing::warn!(
+                    "The executor manager of node {node} ({from}) {why}; released {} lease(s) [{}], the node is gone until it registers again",
+                    released.len(),
+                    ids.join(", ")
+                );
+            }
+            Err(e) => tracing::error!(
+                "The executor manager of node {node} ({from}) {why}; releasing its leases: {e}"
+            ),
+        }
         let orphaned: Vec<u32> = self
             .pending
             .iter()
@@ -302,7 +316,10 @@ impl Broker {
                 LeaseAck::decode(&raw).map(|ack| self.confirmed(ack))
             }
             (Some(MessageKind::LeaseClosed), true) => {
-                LeaseClosed::decode(&raw).map(|c| self.closed(c))
+                LeaseClosed::decode(&raw).map(|c| self.closed(wc.qp_num, c))
+            }
+            (Some(MessageKind::LeasesHeld), true) => {
+                LeasesHeld::decode(&raw).map(|h| self.held(wc.qp_num, h))
             }
             (Some(MessageKind::Heartbeat), true) => Ok(()),
             (Some(MessageKind::LeaseRequest), false) => {
@@ -325,7 +342,8 @@ impl Broker {
             .peers
             .iter()
             .filter(|(qp, p)| {
-                **qp != qp_num && matches!(&p.kind, Kind::Manager { node: Some(n) } if *n == node)
+                **qp != qp_num
+                    && matches!(&p.kind, Kind::Manager { node: Some(n), .. } if *n == node)
             })
             .map(|(qp, _)| *qp)
             .collect();
@@ -333,11 +351,12 @@ impl Broker {
             self.manager_gone(old, "registered again on a new connection");
         }
         if let Some(Peer {
-            kind: Kind::Manager { node: slot },
+            kind: Kind::Manager { node: slot, held },
             ..
         }) = self.peers.get_mut(&qp_num)
         {
             *slot = Some(node.clone());
+            held.clear();
         }
         match self.registry.set_manager_connected(&node, true) {
             Ok(()) => tracing::info!("Executor manager registered node {node}"),
@@ -365,6 +384,39 @@ impl Broker {
                 }
                 Err(_) => true,
             });
+    }
+
+    /// A registered manager lists the leases it holds; at the last record, its node's leases
+    /// in doubt are reconciled.
+    fn held(&mut self, qp_num: u32, record: LeasesHeld) {
+        let Some(Peer {
+            kind: Kind::Manager { node, held },
+            ..
+        }) = self.peers.get_mut(&qp_num)
+        else {
+            return;
+        };
+        held.extend(record.leases);
+        if !record.last {
+            return;
+        }
+        let held = std::mem::take(held);
+        let Some(node) = node.clone() else {
+            tracing::warn!("a manager listed its leases before registering a node");
+            return;
+        };
+        match self.registry.reconcile(&node, &held) {
+            Ok(r) if r.active.is_empty() && r.released.is_empty() => {}
+            Ok(r) => tracing::info!(
+                "Node {node}: its manager holds {} lease(s); {} in doubt active again {:?}, {} released {:?}",
+                held.len(),
+                r.active.len(),
+                r.active,
+                r.released.len(),
+                r.released
+            ),
+            Err(e) => tracing::error!("reconciling the leases of node {node}: {e}"),
+        }
     }
 
     fn lease(&mut self, client_qp: u32, request: LeaseRequest) {
@@ -395,7 +447,7 @@ impl Broker {
             }
         };
         let manager = self.peers.iter().find_map(|(qp, p)| match &p.kind {
-            Kind::Manager { node: Some(n) } if *n == grant.node => Some(*qp),
+            Kind::Manager { node: Some(n), .. } if *n == grant.node => Some(*qp),
             _ => None,
         });
         let notice = LeaseNotice {
@@ -455,7 +507,7 @@ impl Broker {
         self.answer(p.client_qp, &response);
     }
 
-    fn closed(&mut self, c: LeaseClosed) {
+    fn closed(&mut self, manager_qp: u32, c: LeaseClosed) {
         let billing = Billing {
             allocation_ns: c.allocation_ns,
             hot_polling_ns: c.hot_polling_ns,
@@ -472,21 +524,30 @@ impl Broker {
                 c.execution_ns as f64 / 1e6,
                 c.invocations
             ),
-            Err(RegistryError::LeaseNotActive(_)) => {
-                match self.registry.bill_released(c.lease_id, billing) {
-                    Ok(lease) => tracing::info!(
-                        "Lease {} on {} had been released while its manager was away; billed late: allocation {:.3} ms, execution {:.3} ms, {} invocations",
-                        c.lease_id,
-                        lease.node,
-                        c.allocation_ns as f64 / 1e6,
-                        c.execution_ns as f64 / 1e6,
-                        c.invocations
-                    ),
-                    Err(e) => tracing::warn!("closing lease {}: {e}", c.lease_id),
-                }
+            Err(RegistryError::LeaseNotActive(id))
+                if self
+                    .registry
+                    .lease(id)
+                    .is_some_and(|l| l.state == LeaseState::Closed) =>
+            {
+                // Sent again after a reconnect: it is stored already.
+                tracing::info!("Lease {id}: its bill is recorded already");
+            }
+            Err(e @ RegistryError::Storage(_)) => {
+                // Not acknowledged: the manager sends it again when it registers again.
+                tracing::error!("closing lease {}: {e}", c.lease_id);
+                return;
             }
             Err(e) => tracing::warn!("closing lease {}: {e}", c.lease_id),
         }
+        self.send(
+            manager_qp,
+            MessageKind::BillRecorded,
+            &BillRecorded {
+                lease_id: c.lease_id,
+            }
+            .encode(),
+        );
     }
 
     fn answer(&mut self, client_qp: u32, response: &LeaseResponse) {

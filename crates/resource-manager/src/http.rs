@@ -6,6 +6,11 @@
 //! | `POST /remove?node=NAME` | 200, the removed [`NodeView`] | ignored |
 //! | `GET /executors` | 200, `{"executors": [NodeView...]}`, each with its `billed` sums | |
 //! | `GET /leases` | 200, `{"leases": [LeaseView...]}` | |
+//! | `GET /billing?node=&from=&to=&format=json\|csv` | 200, a [`billing::Report`] or its CSV | |
+//!
+//! `/billing` lists the bills of closed leases, optionally of one node and closed in `[from,
+//! to)` (ms since the Unix epoch), with their totals; `format=csv` gives one line per bill and a
+//! last line `total` ([`billing::Report::to_csv`]).
 //!
 //! The body of `/add` is read as bytes and parsed as JSON whatever its `Content-Type`, because
 //! the tutorial's `curl ... -X POST -d '{...}'` sends `application/x-www-form-urlencoded`.
@@ -19,6 +24,8 @@
 //! | body is JSON but not a node spec (missing or unknown field, wrong type) | 422 |
 //! | spec values refused (not an IP address, port/cores/memory 0) | 422 |
 //! | token configured and `Authorization: Bearer <token>` missing or wrong (`/add`, `/remove`) | 401 |
+//! | `/billing`: `from`/`to` not a number, `from` after `to`, `format` not `json` or `csv` | 400 |
+//! | the database refused the change | 500 |
 //! | unknown node (`/remove`) | 404 |
 //! | node exists already (`/add`) | 409 |
 //! | known path, wrong method (keeps the `Allow` header) | 405 |
@@ -38,6 +45,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
+use crate::billing;
 use crate::registry::{LeaseView, NodeSpec, NodeView, Registry, RegistryError};
 
 /// What the handlers share.
@@ -57,6 +65,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/remove", post(remove))
         .route("/executors", get(executors))
         .route("/leases", get(leases))
+        .route("/billing", get(billing_report))
         // After the routes: it applies to the routes added so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -124,6 +133,7 @@ impl From<RegistryError> for AppError {
             RegistryError::InvalidSpec(_) | RegistryError::TooLarge { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            RegistryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, err.to_string())
     }
@@ -266,6 +276,50 @@ async fn leases(State(state): State<HttpState>) -> Json<Leases> {
     Json(Leases {
         leases: state.registry.leases(),
     })
+}
+
+/// The query of `/billing`.
+#[derive(Deserialize)]
+struct BillingQuery {
+    node: Option<String>,
+    from: Option<u64>,
+    to: Option<u64>,
+    format: Option<String>,
+}
+
+async fn billing_report(
+    State(state): State<HttpState>,
+    query: Result<Query<BillingQuery>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let Query(q) = query?;
+    if let (Some(from), Some(to)) = (q.from, q.to)
+        && from > to
+    {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            format!("from ({from}) is after to ({to})"),
+        ));
+    }
+    let report = billing::Report::of(
+        &state.registry,
+        &billing::Query {
+            node: q.node.filter(|n| !n.is_empty()),
+            from: q.from,
+            to: q.to,
+        },
+    );
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(report).into_response()),
+        Some("csv") => Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            report.to_csv(),
+        )
+            .into_response()),
+        Some(other) => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            format!("format {other:?}: expected json or csv"),
+        )),
+    }
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> AppError {

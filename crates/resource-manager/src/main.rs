@@ -1,6 +1,6 @@
 //! `resource_manager`: the global lease broker. Executor managers register over the RDMA layer
 //! with a shared secret; clients lease cores and memory; batch systems add and remove executor
-//! servers over HTTP.
+//! servers over HTTP. Nodes, leases and bills live in a SQLite database (`--database`).
 
 mod broker;
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use resource_manager::{HttpState, Registry, router};
+use resource_manager::{HttpState, Registry, Store, router};
 use rfaas_protocol::config::{ExecutorsDatabase, ResourceManagerConfig, load_json};
 
 /// Leases executor cores to clients and tracks executor servers.
@@ -23,10 +23,15 @@ struct Args {
     /// Device database (devices.json).
     #[arg(long)]
     device_database: PathBuf,
-    /// Executor servers to start with (executors_database.json).
+    /// The database of nodes, leases and bills (SQLite), created if missing [default:
+    /// resource_manager.db beside the configuration file].
+    #[arg(long)]
+    database: Option<PathBuf>,
+    /// Import executor servers from this file (executors_database.json) into the database:
+    /// those it does not know yet.
     #[arg(short = 'i', long = "input-database")]
     input_database: Option<PathBuf>,
-    /// Write the executor servers known at shutdown here (executors_database.json format).
+    /// Export the executor servers known at shutdown here (executors_database.json format).
     #[arg(short = 'o', long = "output-database")]
     output_database: Option<PathBuf>,
     /// Require `Authorization: Bearer TOKEN` on /add and /remove.
@@ -48,20 +53,37 @@ fn run(args: &Args) -> Result<()> {
     let c = &config.config;
     let devices = rdmalib::DeviceDatabase::load(&args.device_database)?;
     let device = devices.get_or_first(&c.rdma_device)?.clone();
-    let registry = match &args.input_database {
-        Some(path) => {
-            let db: ExecutorsDatabase = load_json(path, "executors database")?;
-            let registry = Registry::from_database(&db)
-                .with_context(|| format!("loading {}", path.display()))?;
-            tracing::info!(
-                "Loaded {} executor server(s) from {}",
-                db.executors.len(),
-                path.display()
-            );
-            registry
-        }
-        None => Registry::new(),
+    let database = match &args.database {
+        Some(path) => path.clone(),
+        None => args
+            .config
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("resource_manager.db"),
     };
+    let store = Store::open(&database)?;
+    let (registry, restored) = Registry::open(store)
+        .with_context(|| format!("loading the database {}", database.display()))?;
+    tracing::info!(
+        "Database {}: {} node(s), {} lease(s) ({} in doubt until their managers report), {} bill(s)",
+        database.display(),
+        restored.nodes,
+        restored.leases,
+        restored.in_doubt,
+        restored.bills
+    );
+    if let Some(path) = &args.input_database {
+        let db: ExecutorsDatabase = load_json(path, "executors database")?;
+        let added = registry
+            .import(&db)
+            .with_context(|| format!("importing {}", path.display()))?;
+        tracing::info!(
+            "Imported {} of the {} executor server(s) in {} (the others were known)",
+            added.len(),
+            db.executors.len(),
+            path.display()
+        );
+    }
     if args.http_token.as_deref() == Some("") {
         bail!("an empty --http-token would lock /add and /remove; give a token or none");
     }

@@ -1,4 +1,5 @@
-//! The executor servers and their leases: plain, thread-safe Rust with no I/O.
+//! The executor servers and their leases: thread-safe, in memory, and in the database when
+//! there is one ([`crate::store`]).
 //!
 //! A [`Registry`] is a handle (cheap to clone, all clones share one state behind a mutex) to:
 //!
@@ -10,6 +11,14 @@
 //!   ([`LeaseState::Closed`]) or it is given back without billing because its node's manager
 //!   went away or the node was removed ([`LeaseState::Released`]). Either way its cores and
 //!   memory return to the node. Finished leases stay listed.
+//!
+//! With a database ([`Registry::open`]) every change is committed there before the call
+//! returns, so before the caller acknowledges it: a lease is stored before it is granted, a
+//! bill before the manager's report is answered. A refused write changes nothing and is a
+//! [`RegistryError::Storage`]. After a restart, the nodes come back (their managers not
+//! connected yet) and the leases that were active are [`LeaseState::InDoubt`], still holding
+//! their cores, until their manager registers again and says which it still holds
+//! ([`Registry::reconcile`]). Lease ids go on from the highest stored, so none is granted twice.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -18,6 +27,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rfaas_protocol::config::{ExecutorNode, ExecutorsDatabase};
 use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError};
 
 /// What an executor server offers: the body of `POST /add`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,17 +77,19 @@ pub struct NodeView {
 pub struct NodeBilling {
     /// Leases granted and still active.
     pub active_leases: u32,
-    /// Leases closed by their client, with billing.
+    /// Leases open when the resource manager stopped, until their manager reports on them.
+    pub in_doubt_leases: u32,
+    /// Leases closed with billing (by their client, or billed late after a release).
     pub closed_leases: u32,
-    /// Leases released (manager gone, node removed); some billed late.
+    /// Leases released (manager gone, node removed) and not billed.
     pub released_leases: u32,
-    /// Sum over the leases with billing (closed, or released and billed late): `allocation_ns`.
+    /// Sum over the leases with billing (the closed ones): `allocation_ns`.
     pub allocation_ns: u64,
-    /// Sum over the leases with billing (closed, or released and billed late): `hot_polling_ns`.
+    /// Sum over the leases with billing (the closed ones): `hot_polling_ns`.
     pub hot_polling_ns: u64,
-    /// Sum over the leases with billing (closed, or released and billed late): `execution_ns`.
+    /// Sum over the leases with billing (the closed ones): `execution_ns`.
     pub execution_ns: u64,
-    /// Sum over the leases with billing (closed, or released and billed late): `invocations`.
+    /// Sum over the leases with billing (the closed ones): `invocations`.
     pub invocations: u64,
 }
 
@@ -84,6 +97,7 @@ impl NodeBilling {
     fn add(&mut self, lease: &Lease) {
         match lease.state {
             LeaseState::Active => self.active_leases += 1,
+            LeaseState::InDoubt => self.in_doubt_leases += 1,
             LeaseState::Released => self.released_leases += 1,
             LeaseState::Closed => self.closed_leases += 1,
         }
@@ -128,14 +142,17 @@ pub struct Billing {
 
 /// Where a lease is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum LeaseState {
     /// Granted; its resources are reserved.
     Active,
+    /// Was active when the resource manager stopped; its resources stay reserved until its
+    /// node's manager registers again and says whether it still holds it.
+    InDoubt,
     /// Closed by its client, with billing; resources given back.
     Closed,
     /// Freed without billing (manager gone or node removed); resources given back. A manager
-    /// that comes back may still bill it ([`Registry::bill_released`]).
+    /// that comes back may still bill it: it is then closed ([`Registry::close`]).
     Released,
 }
 
@@ -154,9 +171,18 @@ pub struct LeaseView {
     pub state: LeaseState,
     /// When it was granted, in ms since the Unix epoch.
     pub granted_at_ms: u64,
-    /// What it used: for [`LeaseState::Closed`], and for a [`LeaseState::Released`] lease
-    /// whose manager reported it after coming back.
+    /// When it was closed or released, in ms since the Unix epoch.
+    pub ended_at_ms: Option<u64>,
+    /// What it used; only for [`LeaseState::Closed`] (which includes a lease released while its
+    /// manager was away and billed when the manager came back).
     pub billing: Option<Billing>,
+}
+
+impl LeaseState {
+    /// Whether the lease still holds its node's cores and memory.
+    pub fn is_open(self) -> bool {
+        matches!(self, LeaseState::Active | LeaseState::InDoubt)
+    }
 }
 
 /// Why the registry refused.
@@ -210,6 +236,37 @@ pub enum RegistryError {
     /// A node name, node spec or lease request that cannot be used; the message says why.
     #[error("{0}")]
     InvalidSpec(String),
+    /// The database refused the change; nothing changed.
+    #[error("the database refused the change: {0}")]
+    Storage(String),
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Storage(e.to_string())
+    }
+}
+
+/// What a restart found in the database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// Nodes.
+    pub nodes: usize,
+    /// Leases, finished ones included.
+    pub leases: usize,
+    /// Leases that were active, now [`LeaseState::InDoubt`].
+    pub in_doubt: usize,
+    /// Bills.
+    pub bills: usize,
+}
+
+/// What [`Registry::reconcile`] did with a node's leases in doubt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Held by the manager: active again.
+    pub active: Vec<u32>,
+    /// Not held and not billed: released.
+    pub released: Vec<u32>,
 }
 
 /// The executor servers and their leases. Clones share the same state.
@@ -223,6 +280,7 @@ struct Inner {
     nodes: BTreeMap<String, Node>,
     leases: BTreeMap<u32, Lease>,
     last_lease_id: u32,
+    store: Option<Store>,
 }
 
 #[derive(Debug)]
@@ -266,6 +324,7 @@ struct Lease {
     memory: u64,
     state: LeaseState,
     granted_at_ms: u64,
+    ended_at_ms: Option<u64>,
     billing: Option<Billing>,
 }
 
@@ -278,6 +337,7 @@ impl Lease {
             memory: self.memory,
             state: self.state,
             granted_at_ms: self.granted_at_ms,
+            ended_at_ms: self.ended_at_ms,
             billing: self.billing,
         }
     }
@@ -294,32 +354,48 @@ impl Inner {
         Some(node.view(name, billed))
     }
 
-    /// Ends an active lease and gives its resources back to its node (if the node still exists).
-    fn finish(&mut self, lease_id: u32, state: LeaseState, billing: Option<Billing>) -> LeaseView {
+    /// Ends a lease (in memory; the caller stored it) and gives its resources back to its node
+    /// if it still held them and the node still exists.
+    fn finish(
+        &mut self,
+        lease_id: u32,
+        state: LeaseState,
+        billing: Option<Billing>,
+        at_ms: u64,
+    ) -> LeaseView {
         let Some(lease) = self.leases.get_mut(&lease_id) else {
             unreachable!("finish is only called for existing leases")
         };
+        let held = lease.state.is_open();
         lease.state = state;
         lease.billing = billing;
-        if let Some(node) = self.nodes.get_mut(&lease.node) {
+        lease.ended_at_ms = Some(at_ms);
+        if held && let Some(node) = self.nodes.get_mut(&lease.node) {
             node.leased_cores = node.leased_cores.saturating_sub(lease.cores);
             node.leased_memory = node.leased_memory.saturating_sub(lease.memory);
         }
         lease.view(lease_id)
     }
 
-    /// Releases every active lease on `name`.
-    fn release_all_on(&mut self, name: &str) -> Vec<LeaseView> {
-        let active: Vec<u32> = self
-            .leases
+    /// The leases on `name` in one of `states`.
+    fn leases_on(&self, name: &str, states: &[LeaseState]) -> Vec<u32> {
+        self.leases
             .iter()
-            .filter(|(_, l)| l.state == LeaseState::Active && l.node == name)
+            .filter(|(_, l)| l.node == name && states.contains(&l.state))
             .map(|(id, _)| *id)
-            .collect();
-        active
-            .into_iter()
-            .map(|id| self.finish(id, LeaseState::Released, None))
             .collect()
+    }
+
+    /// Releases `ids` (open leases), in the database first.
+    fn release_all(&mut self, ids: &[u32]) -> Result<Vec<LeaseView>, RegistryError> {
+        let at = now_ms();
+        if let Some(store) = &mut self.store {
+            store.set_lease_states(ids, LeaseState::Released, Some(at))?;
+        }
+        Ok(ids
+            .iter()
+            .map(|id| self.finish(*id, LeaseState::Released, None, at))
+            .collect())
     }
 
     fn next_lease_id(&mut self) -> u32 {
@@ -358,16 +434,102 @@ fn validate(name: &str, spec: &NodeSpec) -> Result<(), RegistryError> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry, in memory only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A registry kept in `store`, starting from what it holds: its nodes (managers not
+    /// connected yet), its leases (those that were active now in doubt) and its bills.
+    pub fn open(mut store: Store) -> Result<(Self, Restored), RegistryError> {
+        let loaded = store.load_after_restart()?;
+        let mut inner = Inner::default();
+        for (name, spec) in loaded.nodes {
+            inner.nodes.insert(
+                name,
+                Node {
+                    spec,
+                    leased_cores: 0,
+                    leased_memory: 0,
+                    manager_connected: false,
+                },
+            );
+        }
+        let mut restored = Restored {
+            nodes: inner.nodes.len(),
+            leases: loaded.leases.len(),
+            ..Restored::default()
+        };
+        for l in loaded.leases {
+            if l.state.is_open()
+                && let Some(node) = inner.nodes.get_mut(&l.node)
+            {
+                node.leased_cores += l.cores;
+                node.leased_memory += l.memory;
+            }
+            restored.in_doubt += usize::from(l.state == LeaseState::InDoubt);
+            restored.bills += usize::from(l.billing.is_some());
+            inner.last_lease_id = inner.last_lease_id.max(l.id);
+            inner.leases.insert(
+                l.id,
+                Lease {
+                    node: l.node,
+                    cores: l.cores,
+                    memory: l.memory,
+                    state: l.state,
+                    granted_at_ms: l.granted_at_ms,
+                    ended_at_ms: l.ended_at_ms,
+                    billing: l.billing,
+                },
+            );
+        }
+        inner.store = Some(store);
+        Ok((
+            Registry {
+                inner: Arc::new(Mutex::new(inner)),
+            },
+            restored,
+        ))
+    }
+
+    /// Adds the servers of `executors_database.json` that the registry does not know (`-i`
+    /// beside a database); returns the names added. A known name is left as it is, with a
+    /// warning when the file describes it differently.
+    pub fn import(&self, db: &ExecutorsDatabase) -> Result<Vec<String>, RegistryError> {
+        let mut added = Vec::new();
+        for e in &db.executors {
+            let spec = NodeSpec {
+                ip_address: e.address.clone(),
+                port: e.port,
+                cores: e.cores,
+                memory: e.memory,
+            };
+            match self.node(&e.node) {
+                None => {
+                    self.add_node(&e.node, spec)?;
+                    added.push(e.node.clone());
+                }
+                Some(known)
+                    if (
+                        known.ip_address.as_str(),
+                        known.port,
+                        known.cores,
+                        known.memory,
+                    ) == (spec.ip_address.as_str(), spec.port, spec.cores, spec.memory) => {}
+                Some(_) => tracing::warn!(
+                    "node {} is described differently in the executors database than in the resource manager's database; keeping the latter (remove it and add it again over HTTP to change it)",
+                    e.node
+                ),
+            }
+        }
+        Ok(added)
     }
 
     /// A registry holding the servers of `executors_database.json`, none with a connected
@@ -423,6 +585,9 @@ impl Registry {
         if inner.nodes.contains_key(name) {
             return Err(RegistryError::DuplicateNode(name.to_owned()));
         }
+        if let Some(store) = &inner.store {
+            store.insert_node(name, &spec, now_ms())?;
+        }
         let node = Node {
             spec,
             leased_cores: 0,
@@ -440,7 +605,14 @@ impl Registry {
         let view = inner
             .view(name)
             .ok_or_else(|| RegistryError::UnknownNode(name.to_owned()))?;
-        inner.release_all_on(name);
+        let open = inner.leases_on(name, &[LeaseState::Active, LeaseState::InDoubt]);
+        let at = now_ms();
+        if let Some(store) = &mut inner.store {
+            store.remove_node(name, &open, at)?;
+        }
+        for id in open {
+            inner.finish(id, LeaseState::Released, None, at);
+        }
         inner.nodes.remove(name);
         Ok(view)
     }
@@ -462,6 +634,16 @@ impl Registry {
             .iter()
             .map(|(name, n)| n.view(name, billed.get(name.as_str()).copied().unwrap_or_default()))
             .collect()
+    }
+
+    /// One lease, if known.
+    pub fn lease(&self, lease_id: u32) -> Option<LeaseView> {
+        self.lock().leases.get(&lease_id).map(|l| l.view(lease_id))
+    }
+
+    /// Where the registry keeps its state, if in a database.
+    pub fn database(&self) -> Option<std::path::PathBuf> {
+        self.lock().store.as_ref().map(|s| s.path().to_owned())
     }
 
     /// All leases, finished ones included, sorted by id.
@@ -532,6 +714,10 @@ impl Registry {
             });
         };
         let lease_id = inner.next_lease_id();
+        let granted_at_ms = now_ms();
+        if let Some(store) = &inner.store {
+            store.insert_lease(lease_id, &name, cores, memory, granted_at_ms)?;
+        }
         let Some(node) = inner.nodes.get_mut(&name) else {
             unreachable!("the node was just found under the same lock")
         };
@@ -552,71 +738,78 @@ impl Registry {
                 cores,
                 memory,
                 state: LeaseState::Active,
-                granted_at_ms: now_ms(),
+                granted_at_ms,
+                ended_at_ms: None,
                 billing: None,
             },
         );
         Ok(grant)
     }
 
-    /// Closes an active lease with its billing ([`LeaseState::Closed`]); its resources return
-    /// to the node.
+    /// Closes a lease with its billing ([`LeaseState::Closed`]), stored first; its resources
+    /// return to the node. An active or in-doubt lease can be closed, and so can a released
+    /// one (a bill that arrives after its manager's link broke is still a bill; the resources
+    /// were back already); a closed one cannot: it has its bill.
     pub fn close(&self, lease_id: u32, billing: Billing) -> Result<LeaseView, RegistryError> {
-        self.finish(lease_id, LeaseState::Closed, Some(billing))
-    }
-
-    /// Records the billing of a lease released while its manager was away, reported when the
-    /// manager is back (its executor ran on); the lease stays [`LeaseState::Released`]. Only
-    /// once: a lease with billing is [`RegistryError::LeaseNotActive`].
-    pub fn bill_released(
-        &self,
-        lease_id: u32,
-        billing: Billing,
-    ) -> Result<LeaseView, RegistryError> {
         let mut inner = self.lock();
-        match inner.leases.get_mut(&lease_id) {
-            None => Err(RegistryError::UnknownLease(lease_id)),
-            Some(l) if l.state != LeaseState::Released || l.billing.is_some() => {
-                Err(RegistryError::LeaseNotActive(lease_id))
+        let node = match inner.leases.get(&lease_id) {
+            None => return Err(RegistryError::UnknownLease(lease_id)),
+            Some(l) if l.state == LeaseState::Closed => {
+                return Err(RegistryError::LeaseNotActive(lease_id));
             }
-            Some(l) => {
-                l.billing = Some(billing);
-                Ok(l.view(lease_id))
-            }
+            Some(l) => l.node.clone(),
+        };
+        let at = now_ms();
+        if let Some(store) = &mut inner.store {
+            store.close_lease(lease_id, &node, &billing, at)?;
         }
+        Ok(inner.finish(lease_id, LeaseState::Closed, Some(billing), at))
     }
 
-    /// Releases an active lease without billing ([`LeaseState::Released`]); its resources
-    /// return to the node.
+    /// Releases an active or in-doubt lease without billing ([`LeaseState::Released`]); its
+    /// resources return to the node.
     pub fn release(&self, lease_id: u32) -> Result<LeaseView, RegistryError> {
-        self.finish(lease_id, LeaseState::Released, None)
+        let mut inner = self.lock();
+        match inner.leases.get(&lease_id) {
+            None => return Err(RegistryError::UnknownLease(lease_id)),
+            Some(l) if !l.state.is_open() => return Err(RegistryError::LeaseNotActive(lease_id)),
+            Some(_) => {}
+        }
+        Ok(inner.release_all(&[lease_id])?.remove(0))
     }
 
     /// The server's manager disconnected: marks it not connected and releases all its active
-    /// leases, returning them. An unknown name releases nothing.
-    pub fn release_node(&self, name: &str) -> Vec<LeaseView> {
+    /// leases, returning them. Leases in doubt stay so (their manager has not reported since
+    /// the restart). An unknown name releases nothing.
+    pub fn release_node(&self, name: &str) -> Result<Vec<LeaseView>, RegistryError> {
         let mut inner = self.lock();
         match inner.nodes.get_mut(name) {
             Some(node) => node.manager_connected = false,
-            None => return Vec::new(),
+            None => return Ok(Vec::new()),
         }
-        inner.release_all_on(name)
+        let active = inner.leases_on(name, &[LeaseState::Active]);
+        inner.release_all(&active)
     }
 
-    fn finish(
-        &self,
-        lease_id: u32,
-        state: LeaseState,
-        billing: Option<Billing>,
-    ) -> Result<LeaseView, RegistryError> {
+    /// The manager of `name` registered again and holds the leases `held`: its leases in
+    /// doubt that it holds are active again, the others (not billed before this call) are
+    /// released. Leases not in doubt are left alone.
+    pub fn reconcile(&self, name: &str, held: &[u32]) -> Result<Reconciled, RegistryError> {
         let mut inner = self.lock();
-        match inner.leases.get(&lease_id) {
-            None => Err(RegistryError::UnknownLease(lease_id)),
-            Some(l) if l.state != LeaseState::Active => {
-                Err(RegistryError::LeaseNotActive(lease_id))
-            }
-            Some(_) => Ok(inner.finish(lease_id, state, billing)),
+        let (active, released): (Vec<u32>, Vec<u32>) = inner
+            .leases_on(name, &[LeaseState::InDoubt])
+            .into_iter()
+            .partition(|id| held.contains(id));
+        if let Some(store) = &mut inner.store {
+            store.set_lease_states(&active, LeaseState::Active, None)?;
         }
+        for id in &active {
+            if let Some(l) = inner.leases.get_mut(id) {
+                l.state = LeaseState::Active;
+            }
+        }
+        inner.release_all(&released)?;
+        Ok(Reconciled { active, released })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -686,25 +879,7 @@ mod tests {
 
         // Finished leases cannot be finished again, and stay listed.
         assert_eq!(r.close(1, billing), Err(RegistryError::LeaseNotActive(1)));
-        assert_eq!(
-            r.bill_released(1, billing),
-            Err(RegistryError::LeaseNotActive(1))
-        );
         assert_eq!(r.release(2), Err(RegistryError::LeaseNotActive(2)));
-        // A released lease may be billed once, late; it stays released.
-        let late = r.bill_released(2, billing).unwrap();
-        assert_eq!(
-            (late.state, late.billing),
-            (LeaseState::Released, Some(billing))
-        );
-        assert_eq!(
-            r.bill_released(2, billing),
-            Err(RegistryError::LeaseNotActive(2))
-        );
-        assert_eq!(
-            r.bill_released(9, billing),
-            Err(RegistryError::UnknownLease(9))
-        );
         assert_eq!(r.release(3), Err(RegistryError::UnknownLease(3)));
         let leases = r.leases();
         assert_eq!(
@@ -824,6 +999,7 @@ mod tests {
             a,
             NodeBilling {
                 active_leases: u32::from(l5.node == "a"),
+                in_doubt_leases: 0,
                 closed_leases: 1,
                 released_leases: 0,
                 allocation_ns: 3000,
@@ -872,7 +1048,7 @@ mod tests {
             r.set_manager_connected("zz", true),
             Err(RegistryError::UnknownNode("zz".into()))
         );
-        assert!(r.release_node("zz").is_empty());
+        assert!(r.release_node("zz").unwrap().is_empty());
         assert!(
             RegistryError::DuplicateNode("a".into())
                 .to_string()
@@ -913,7 +1089,7 @@ mod tests {
         r.set_manager_connected("a", true).unwrap();
         let g = r.grant(1, 1).unwrap();
         // Manager gone: its lease is released, and no more grants there.
-        let released = r.release_node("a");
+        let released = r.release_node("a").unwrap();
         assert_eq!(released.len(), 1);
         assert_eq!(released[0].lease_id, g.lease_id);
         assert_eq!(released[0].state, LeaseState::Released);
@@ -923,7 +1099,7 @@ mod tests {
             r.grant(1, 1),
             Err(RegistryError::NoResources { .. })
         ));
-        assert!(r.release_node("a").is_empty());
+        assert!(r.release_node("a").unwrap().is_empty());
     }
 
     #[test]
@@ -938,6 +1114,9 @@ mod tests {
         let leases = r.leases();
         assert_eq!(leases[0].state, LeaseState::Released);
         assert_eq!(leases[1].state, LeaseState::Active);
+        // A bill that arrives after the release is still recorded; the cores were back already.
+        let late = r.close(on_a.lease_id, Billing::default()).unwrap();
+        assert_eq!(late.state, LeaseState::Closed);
         assert_eq!(
             r.close(on_a.lease_id, Billing::default()),
             Err(RegistryError::LeaseNotActive(1))
@@ -945,6 +1124,122 @@ mod tests {
         // The name can come back, fresh.
         r.add_node("a", spec(2, 10)).unwrap();
         assert_eq!(free(&r, "a"), (2, 10));
+    }
+
+    fn scratch_db(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "rfaas-registry-{tag}-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("resource_manager.db")
+    }
+
+    fn reopen(path: &std::path::Path) -> (Registry, Restored) {
+        Registry::open(Store::open(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_restarted_registry_has_its_nodes_leases_and_bills_and_reconciles() {
+        let path = scratch_db("restart");
+        let (r, restored) = reopen(&path);
+        assert_eq!(restored, Restored::default());
+        r.add_node("a", spec(8, 4096)).unwrap();
+        r.add_node("b", spec(8, 4096)).unwrap();
+        r.set_manager_connected("a", true).unwrap();
+        let bill = Billing {
+            allocation_ns: 5,
+            hot_polling_ns: 6,
+            execution_ns: 7,
+            invocations: 8,
+        };
+        let closed = r.grant(1, 100).unwrap().lease_id;
+        let held = r.grant(2, 200).unwrap().lease_id;
+        let billed_late = r.grant(1, 10).unwrap().lease_id;
+        let gone = r.grant(1, 10).unwrap().lease_id;
+        r.close(closed, bill).unwrap();
+        drop(r); // as a SIGKILL would: nothing else is written
+
+        let (r, restored) = reopen(&path);
+        assert_eq!(
+            restored,
+            Restored {
+                nodes: 2,
+                leases: 4,
+                in_doubt: 3,
+                bills: 1
+            }
+        );
+        assert!(r.nodes().iter().all(|n| !n.manager_connected));
+        assert_eq!(
+            free(&r, "a"),
+            (4, 4096 - 220),
+            "leases in doubt keep their resources"
+        );
+        assert_eq!(r.lease(closed).unwrap().billing, Some(bill));
+        assert_eq!(r.lease(held).unwrap().state, LeaseState::InDoubt);
+        // The manager comes back: a bill first, then the list of what it holds.
+        r.set_manager_connected("a", true).unwrap();
+        r.close(billed_late, bill).unwrap();
+        let rec = r.reconcile("a", &[held, 999]).unwrap();
+        assert_eq!(
+            rec,
+            Reconciled {
+                active: vec![held],
+                released: vec![gone]
+            }
+        );
+        assert_eq!(free(&r, "a"), (6, 4096 - 200));
+        // Ids go on after the highest stored.
+        let next = r.grant(1, 1).unwrap().lease_id;
+        assert_eq!(next, gone + 1);
+        drop(r);
+
+        let (r, restored) = reopen(&path);
+        assert_eq!(
+            (restored.leases, restored.in_doubt, restored.bills),
+            (5, 2, 2)
+        );
+        let states: Vec<_> = r.leases().iter().map(|l| (l.lease_id, l.state)).collect();
+        assert_eq!(
+            states,
+            [
+                (closed, LeaseState::Closed),
+                (held, LeaseState::InDoubt),
+                (billed_late, LeaseState::Closed),
+                (gone, LeaseState::Released),
+                (next, LeaseState::InDoubt)
+            ]
+        );
+        // Removing the node releases its open leases, in the database too.
+        r.remove_node("a").unwrap();
+        drop(r);
+        let (r, restored) = reopen(&path);
+        assert_eq!((restored.nodes, restored.in_doubt), (1, 0));
+        assert!(r.leases().iter().all(|l| !l.state.is_open()));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn import_adds_what_the_database_lacks() {
+        let path = scratch_db("import");
+        let (r, _) = reopen(&path);
+        r.add_node("a", spec(1, 1)).unwrap();
+        let db: ExecutorsDatabase = serde_json::from_str(
+            r#"{"executors":[
+            {"node":"a","address":"10.9.9.9","port":1,"cores":9,"memory":9},
+            {"node":"b","address":"10.0.0.2","port":10006,"cores":4,"memory":2048}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.import(&db).unwrap(), ["b"]);
+        assert_eq!(r.node("a").unwrap().cores, 1, "the database's node is kept");
+        assert_eq!(r.import(&db).unwrap(), Vec::<String>::new());
+        drop(r);
+        let (r, _) = reopen(&path);
+        assert_eq!(r.nodes().len(), 2);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]

@@ -152,7 +152,7 @@ fn tutorial_node() -> Value {
         "node": "exec-mgr-node", "ip_address": "192.168.0.29", "port": 10005,
         "cores": 1, "memory": 512, "free_cores": 1, "free_memory": 512,
         "leased_cores": 0, "leased_memory": 0, "manager_connected": false,
-        "billed": {"active_leases": 0, "closed_leases": 0, "released_leases": 0,
+        "billed": {"active_leases": 0, "in_doubt_leases": 0, "closed_leases": 0, "released_leases": 0,
             "allocation_ns": 0, "hot_polling_ns": 0, "execution_ns": 0, "invocations": 0}
     })
 }
@@ -432,6 +432,60 @@ fn leases_are_listed() {
     assert_eq!(r.json()["leased_cores"], 1);
     let v = send(s.addr, "GET", "/leases", &[], "").json();
     assert_eq!(v["leases"][1]["state"], "released");
+}
+
+#[test]
+fn billing_reports_as_json_and_csv() {
+    let s = serve(None);
+    let spec = r#"{"ip_address": "10.0.0.1", "port": 10005, "cores": 8, "memory": 2048}"#;
+    assert_eq!(add(&s, "n1", spec, &[]).status, 201);
+    assert_eq!(add(&s, "n2", spec, &[]).status, 201);
+    s.registry.set_manager_connected("n1", true).unwrap();
+    let bill = |n: u64| Billing {
+        allocation_ns: 1000 * n,
+        hot_polling_ns: 100 * n,
+        execution_ns: 10 * n,
+        invocations: n,
+    };
+    for n in 1..=3 {
+        let g = s.registry.grant(1, 1).unwrap();
+        s.registry.close(g.lease_id, bill(n)).unwrap();
+    }
+    s.registry.grant(1, 1).unwrap(); // open: no bill
+
+    let v = send(s.addr, "GET", "/billing", &[], "").json();
+    assert_eq!(v["bills"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(
+        v["totals"],
+        json!({"bills": 3, "allocation_ns": 6000, "hot_polling_ns": 600, "execution_ns": 60, "invocations": 6})
+    );
+    assert_eq!(v["nodes"]["n1"], v["totals"]);
+    let empty = send(s.addr, "GET", "/billing?node=n2", &[], "").json();
+    assert_eq!(empty["bills"], json!([]));
+    assert_eq!(empty["totals"]["invocations"], 0);
+    let first = v["bills"][0]["closed_at_ms"].as_u64().unwrap();
+    let none = send(s.addr, "GET", &format!("/billing?to={first}"), &[], "").json();
+    assert_eq!(none["bills"], json!([]));
+
+    let r = send(s.addr, "GET", "/billing?node=n1&format=csv", &[], "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/csv; charset=utf-8"));
+    let lines: Vec<&str> = r.body.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", r.body);
+    assert!(lines[0].starts_with("lease_id,node,"));
+    assert_eq!(lines[4], "total,n1,,,,,6000,600,60,6");
+
+    assert!(
+        send(s.addr, "GET", "/billing?format=xml", &[], "")
+            .error(400)
+            .contains("json or csv")
+    );
+    assert!(
+        send(s.addr, "GET", "/billing?from=5&to=4", &[], "")
+            .error(400)
+            .contains("after")
+    );
+    send(s.addr, "GET", "/billing?from=yesterday", &[], "").error(400);
 }
 
 #[test]

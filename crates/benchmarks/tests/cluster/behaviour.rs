@@ -505,7 +505,7 @@ fn a_node_cut_off_loses_its_leases_and_is_leased_again_when_back() {
     );
     leased_again(&cluster, "n3", 4);
     // The executor on n3 ran on while the node was cut off; once its client's disconnect gets
-    // through it ends, and its manager bills the released lease late.
+    // through it ends, and its manager bills the released lease late, which closes it.
     let deadline = Instant::now() + Duration::from_secs(15);
     let billed = loop {
         let lease = cluster.leases()[&failure.lease_id].clone();
@@ -514,7 +514,7 @@ fn a_node_cut_off_loses_its_leases_and_is_leased_again_when_back() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(billed["state"], "released", "{billed}");
+    assert_eq!(billed["state"], "closed", "{billed}");
     let invocations = billed["billing"]["invocations"].as_u64();
     assert!(
         matches!(invocations, Some(1..=2)),

@@ -11,10 +11,10 @@ use rfaas::{AllocationSpec, Error, Executor, Lease};
 
 use crate::harness::*;
 
-struct ResourceManager {
-    daemon: Daemon,
-    rdma: SocketAddr,
-    http: SocketAddr,
+pub(crate) struct ResourceManager {
+    pub(crate) daemon: Daemon,
+    pub(crate) rdma: SocketAddr,
+    pub(crate) http: SocketAddr,
 }
 
 fn start_resource_manager(dir: &TempDir) -> ResourceManager {
@@ -22,7 +22,11 @@ fn start_resource_manager(dir: &TempDir) -> ResourceManager {
 }
 
 /// A resource manager on RDMA port `port` (0: any), with `extra` arguments.
-fn start_resource_manager_with(dir: &TempDir, port: u16, extra: &[&str]) -> ResourceManager {
+pub(crate) fn start_resource_manager_with(
+    dir: &TempDir,
+    port: u16,
+    extra: &[&str],
+) -> ResourceManager {
     let devices = test_devices(dir);
     let mut config = shipped_config("resource_manager.json");
     config["config"]["rdma_device"] = device_name().into();
@@ -39,7 +43,7 @@ fn start_resource_manager_with(dir: &TempDir, port: u16, extra: &[&str]) -> Reso
 }
 
 /// An executor manager that registers with `rm` using `secret`.
-fn manager_config(dir: &TempDir, rm: &ResourceManager, secret: u32) -> PathBuf {
+pub(crate) fn manager_config(dir: &TempDir, rm: &ResourceManager, secret: u32) -> PathBuf {
     let mut config = shipped_config("executor_manager.json");
     config["config"]["rdma_device"] = device_name().into();
     config["config"]["rdma_device_port"] = 0.into();
@@ -55,7 +59,11 @@ fn add_node(rm: &ResourceManager, manager: &Manager) -> (String, String) {
 }
 
 /// The tutorial's curl line for a node of `cores` cores.
-fn add_node_with(rm: &ResourceManager, manager: &Manager, cores: u32) -> (String, String) {
+pub(crate) fn add_node_with(
+    rm: &ResourceManager,
+    manager: &Manager,
+    cores: u32,
+) -> (String, String) {
     let url = format!("http://{}/add?node=exec-mgr-node", rm.http);
     let body = format!(
         r#"{{"ip_address": "{}", "port": {}, "cores": {cores}, "memory": 1024}}"#,
@@ -66,7 +74,7 @@ fn add_node_with(rm: &ResourceManager, manager: &Manager, cores: u32) -> (String
 }
 
 /// (status code, body) of a curl request.
-fn curl(args: &[&str]) -> (String, String) {
+pub(crate) fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-s", "-w", "\n%{http_code}"])
         .args(args)
@@ -77,7 +85,7 @@ fn curl(args: &[&str]) -> (String, String) {
     (status.to_string(), body.to_string())
 }
 
-fn get_json(rm: &ResourceManager, path: &str) -> serde_json::Value {
+pub(crate) fn get_json(rm: &ResourceManager, path: &str) -> serde_json::Value {
     let (status, body) = curl(&[&format!("http://{}{path}", rm.http)]);
     assert_eq!(status, "200", "{body}");
     serde_json::from_str(&body).unwrap()
@@ -88,7 +96,7 @@ fn registered_deployment(dir: &TempDir) -> (ResourceManager, Manager) {
 }
 
 /// A resource manager and a registered executor manager whose node has `cores` cores.
-fn registered_deployment_with(dir: &TempDir, cores: u32) -> (ResourceManager, Manager) {
+pub(crate) fn registered_deployment_with(dir: &TempDir, cores: u32) -> (ResourceManager, Manager) {
     let rm = start_resource_manager(dir);
     let manager = Manager::start(
         &manager_config(dir, &rm, 42),
@@ -454,8 +462,9 @@ fn a_killed_resource_manager_interrupts_no_call() {
     );
     drop(executor);
     let second = start_resource_manager_with(&dir, port, &[]);
+    // The node is back from the database.
     let (status, body) = add_node(&second, &manager);
-    assert_eq!(status, "201", "{body}");
+    assert_eq!(status, "409", "{body}");
     // The manager may register before or after the node is added.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let registered = || {
@@ -468,6 +477,17 @@ fn a_killed_resource_manager_interrupts_no_call() {
     }
     assert!(
         registered(),
+        "{}\nmanager: {}",
+        second.daemon.log(),
+        manager.log()
+    );
+    // The bill of the lease, made while the resource manager was away, arrives after the
+    // registration and gives the node's one core back.
+    assert!(
+        second.daemon.wait_for_log(
+            &format!("Lease {} on exec-mgr-node closed", lease.lease_id),
+            Duration::from_secs(10)
+        ),
         "{}\nmanager: {}",
         second.daemon.log(),
         manager.log()

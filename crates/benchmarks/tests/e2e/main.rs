@@ -11,4 +11,5 @@ mod faults;
 mod functions;
 mod harness;
 mod native;
+mod persistence;
 mod wasm;
