@@ -3,6 +3,7 @@
 //! and the allocation's memory, enforced on both kinds.
 
 use std::path::Path;
+use std::time::Duration;
 
 use benchmarks::workloads::{WORKLOADS, input, matches, reference};
 use rfaas::{AllocationSpec, Error, Executor, ReturnCode};
@@ -16,6 +17,9 @@ fn allocate_library(manager: &Manager, library: &Path, memory_mb: u32) -> Execut
     let spec = AllocationSpec {
         max_payload: MAX_PAYLOAD,
         memory_mb,
+        // A debug executor in the emulated SoftRoCE guest takes more than the default 30 s to
+        // compile a module with std the first time.
+        timeout: Duration::from_secs(180),
         ..AllocationSpec::default()
     };
     allocate(manager, &code, &spec)
@@ -72,7 +76,7 @@ fn rust_workloads_with_std_run_natively_and_as_wasi_modules() {
     assert!(
         manager.wait_for_log(
             "thread 0 `greet` stdout: Hello, rFaaS users! (2 words)",
-            std::time::Duration::from_secs(5)
+            Duration::from_secs(5)
         ),
         "{}",
         manager.log()
@@ -119,7 +123,7 @@ fn c_functions_run_natively_and_as_wasi_modules() {
     assert!(
         manager.wait_for_log(
             "`hello` stdout: hello from C: 5 bytes in",
-            std::time::Duration::from_secs(5)
+            Duration::from_secs(5)
         ),
         "{}",
         manager.log()
