@@ -254,3 +254,19 @@ fn truncated_and_corrupted_modules_never_panic() {
         let _ = FunctionLibrary::inspect(&mutated);
     }
 }
+
+/// wasmtime runs SIMD (Rust's `+simd128`, clang's `-msimd128`); the inspector must accept what
+/// it runs. `cargo test -p function-library` checks it without wasmtime's features unified in.
+#[test]
+fn a_module_with_simd_instructions_is_accepted() {
+    let module = wat::parse_str(
+        r#"(module
+             (memory (export "memory") 1)
+             (func (export "splat") (param i32 i32 i32) (result i32)
+               (v128.store (local.get 2) (i32x4.splat (local.get 1)))
+               (i32.const 16)))"#,
+    )
+    .unwrap();
+    let library = FunctionLibrary::inspect(&module).expect("a module with SIMD");
+    assert_eq!(library.functions(), ["splat"]);
+}
