@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,8 @@ impl Drop for TempDir {
 pub struct Daemon {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// Set when the process's stderr reached its end: every line is in `log`.
+    drained: Arc<AtomicBool>,
 }
 
 impl Daemon {
@@ -137,13 +140,19 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("{what} starts: {e}"));
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
+        let (sink, drained) = (log.clone(), Arc::new(AtomicBool::new(false)));
+        let done = drained.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
+            done.store(true, Ordering::Release);
         });
-        Daemon { child, log }
+        Daemon {
+            child,
+            log,
+            drained,
+        }
     }
 
     /// The address in the first log line that contains `marker` (waits for it).
@@ -179,11 +188,16 @@ impl Daemon {
         self.child.try_wait().unwrap().is_none()
     }
 
-    /// Waits for the process to end; its exit status.
+    /// Waits for the process to end; its exit status. Its last log lines are in by then
+    /// (unless a child it left behind holds its stderr open for more than a second).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
+                let drained_by = Instant::now() + Duration::from_secs(1);
+                while !self.drained.load(Ordering::Acquire) && Instant::now() < drained_by {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(10));
