@@ -61,27 +61,10 @@ fn submit_sleep(executor: &Executor, ms: u32) -> SleepCall {
 fn the_tutorials_deployment_runs_across_hosts() {
     let _serial = serial();
     let cluster = Cluster::deployed("tutorial");
-    let mut bench = shipped_config("benchmark.json");
-    bench["config"]["rdma_device"] = "eth0".into();
-    bench["config"]["resource_manager_address"] = addr("rm").into();
-    bench["config"]["resource_manager_port"] = RM_PORT.into();
-    bench["benchmark"]["repetitions"] = 100.into();
-    let bench = cluster.dir.write_json("benchmark.json", &bench);
-    let out = on("cl", bin("warm_benchmarker"))
-        .args([
-            "--config",
-            arg(&bench),
-            "--device-database",
-            arg(&cluster.dir.path("devices_cl.json")),
-            "--name",
-            "empty",
-            "--functions",
-            arg(&native_library()),
-            "-s",
-            "64",
-        ])
-        .output()
-        .unwrap();
+    let out = cluster.run_client(
+        "warm_benchmarker",
+        serde_json::json!({ "repetitions": 100 }),
+    );
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}\n{}", cluster.logs());
     assert!(stderr.contains("Executed 100 repetitions"), "{stderr}");

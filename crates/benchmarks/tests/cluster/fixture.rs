@@ -270,6 +270,35 @@ impl Cluster {
         None
     }
 
+    /// Runs the benchmark client `client` (a binary of the build) on the client host, leasing
+    /// through the resource manager: the shipped benchmark.json with `benchmark` overriding
+    /// its `benchmark` fields, the tutorial's flags for `empty` with 64-byte payloads.
+    pub fn run_client(&self, client: &str, benchmark: serde_json::Value) -> Output {
+        let mut bench = shipped_config("benchmark.json");
+        bench["config"]["rdma_device"] = "eth0".into();
+        bench["config"]["resource_manager_address"] = addr("rm").into();
+        bench["config"]["resource_manager_port"] = RM_PORT.into();
+        for (key, value) in benchmark.as_object().expect("benchmark fields") {
+            bench["benchmark"][key] = value.clone();
+        }
+        let bench = self.dir.write_json("benchmark.json", &bench);
+        on("cl", bin(client))
+            .args([
+                "--config",
+                arg(&bench),
+                "--device-database",
+                arg(&self.dir.path("devices_cl.json")),
+                "--name",
+                "empty",
+                "--functions",
+                arg(&native_library()),
+                "-s",
+                "64",
+            ])
+            .output()
+            .unwrap()
+    }
+
     /// Every log, for failure messages.
     pub fn logs(&self) -> String {
         let mut all = format!("rm:\n{}\n", self.rm.log());

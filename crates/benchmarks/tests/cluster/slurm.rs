@@ -128,29 +128,10 @@ fn a_slurm_job_starts_registers_and_removes_the_managers() {
     eprintln!("{}", text(&squeue.stdout));
 
     // A client through the resource manager: the tutorial's benchmark on the client host.
-    let mut bench = shipped_config("benchmark.json");
-    bench["config"]["rdma_device"] = "eth0".into();
-    bench["config"]["resource_manager_address"] = addr("rm").into();
-    bench["config"]["resource_manager_port"] = RM_PORT.into();
-    bench["benchmark"]["repetitions"] = 20.into();
-    bench["benchmark"]["numcores"] = 4.into();
-    bench["benchmark"]["hot_timeout"] = 0.into();
-    let bench = cluster.dir.write_json("benchmark.json", &bench);
-    let client = on("cl", bin("parallel_invocations"))
-        .args([
-            "--config",
-            arg(&bench),
-            "--device-database",
-            arg(&cluster.dir.path("devices_cl.json")),
-            "--name",
-            "empty",
-            "--functions",
-            arg(&native_library()),
-            "-s",
-            "64",
-        ])
-        .output()
-        .unwrap();
+    let client = cluster.run_client(
+        "parallel_invocations",
+        serde_json::json!({ "repetitions": 20, "numcores": 4, "hot_timeout": 0 }),
+    );
     let client_log = text(&client.stderr);
     assert!(
         client.status.success(),
