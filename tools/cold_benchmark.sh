@@ -48,35 +48,10 @@ if [ -n "$provider" ]; then
   jq --arg p "$provider" '.devices[0].provider = $p' "$out/devices.json" > "$out/devices.json.tmp"
   mv "$out/devices.json.tmp" "$out/devices.json"
 fi
-address=$(jq -r '.devices[0].ip_address' "$out/devices.json")
-jq --arg d "$device" '.config.rdma_device = $d' config/resource_manager.json > "$out/resource_manager.json"
-rm_port=$(jq -r '.config.rdma_device_port' "$out/resource_manager.json")
-http_port=$(jq -r '.config.http_network_port' "$out/resource_manager.json")
-jq --arg d "$device" --arg a "$address" --argjson p "$rm_port" \
-  '.config.rdma_device = $d | .config.resource_manager_address = $a | .config.resource_manager_port = $p' \
-  config/executor_manager.json > "$out/executor_manager.json"
-manager_port=$(jq -r '.config.rdma_device_port' "$out/executor_manager.json")
-jq --arg d "$device" --arg a "$address" --argjson p "$rm_port" \
-  '.config.rdma_device = $d | .config.resource_manager_address = $a | .config.resource_manager_port = $p' \
-  config/benchmark.json > "$out/benchmark.json"
-
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true' EXIT
-wait_for() { # log line
-  for _ in $(seq 100); do grep -q "$2" "$1" && return 0; sleep 0.1; done
-  echo "cold_benchmark.sh: no '$2' in $1" >&2; cat "$1" >&2; exit 1
-}
-"$build/bin/resource_manager" -c "$out/resource_manager.json" --device-database "$out/devices.json" \
-  2> "$out/resource_manager.log" &
-pids+=($!)
-wait_for "$out/resource_manager.log" "Begin listening at"
-RFAAS_CACHE_DIR="$out/wasm-cache" PATH="$build/bin:$PATH" "$build/bin/executor_manager" \
-  -c "$out/executor_manager.json" --device-database "$out/devices.json" 2> "$out/executor_manager.log" &
-pids+=($!)
-wait_for "$out/executor_manager.log" "Begin listening at"
-curl -sf "http://127.0.0.1:$http_port/add?node=exec-mgr-node" -X POST \
-  -d "{\"ip_address\": \"$address\", \"port\": $manager_port, \"cores\": 1, \"memory\": 512}" > /dev/null
-wait_for "$out/resource_manager.log" "exec-mgr-node is now registered"
+# The executors of this deployment compile wasm into a cache of their own, empty at first.
+export RFAAS_CACHE_DIR="$out/wasm-cache"
+. tools/lib/deployment.sh
+start_deployment "$build" "$out" "$device" 1
 
 cold() { # title, csv, cold_benchmarker arguments...
   echo "== $1"
@@ -99,10 +74,5 @@ cold "native, $reps cold starts" cold_native.csv --functions "$build/examples/li
 cold "wasm, empty compile cache (1 cold start)" cold_wasm_first.csv --functions "$build/examples/functions.wasm" --repetitions 1
 cold "wasm, warm compile cache, $reps cold starts" cold_wasm.csv --functions "$build/examples/functions.wasm" --repetitions "$reps"
 # The last executor is reaped (and its lease closed) a moment after its client left.
-for _ in $(seq 50); do
-  active=$(curl -s "http://127.0.0.1:$http_port/leases" | jq '[.leases[] | select(.state == "active")] | length')
-  [ "$active" = 0 ] && break
-  sleep 0.1
-done
-echo "Leases: $(curl -s "http://127.0.0.1:$http_port/leases" | jq -c '[.leases[].state] | group_by(.) | map({(.[0]): length}) | add')"
+print_lease_states 50
 echo "CSV files and logs: $out"

@@ -41,48 +41,18 @@ build=$(cd "$build" && pwd) out=$(cd "$out" && pwd)
 rm -f "$db" "$db-wal" "$db-shm"
 
 tools/device_generator.sh -d "$device" -o "$out/devices.json"
-address=$(jq -r '.devices[0].ip_address' "$out/devices.json")
-jq --arg d "$device" '.config.rdma_device = $d' config/resource_manager.json > "$out/resource_manager.json"
-rm_port=$(jq -r '.config.rdma_device_port' "$out/resource_manager.json")
-http_port=$(jq -r '.config.http_network_port' "$out/resource_manager.json")
-jq --arg d "$device" --arg a "$address" --argjson p "$rm_port" \
-  '.config.rdma_device = $d | .config.resource_manager_address = $a | .config.resource_manager_port = $p' \
-  config/executor_manager.json > "$out/executor_manager.json"
-manager_port=$(jq -r '.config.rdma_device_port' "$out/executor_manager.json")
-jq --arg d "$device" --arg a "$address" --argjson p "$rm_port" \
-  '.config.rdma_device = $d | .config.resource_manager_address = $a | .config.resource_manager_port = $p | .benchmark.memory = 0' \
-  config/benchmark.json > "$out/benchmark.json"
-
 db_args=()
 "$build/bin/resource_manager" --help | grep -q -- --database && db_args=(--database "$db")
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true' EXIT
-wait_for() { # log line
-  for _ in $(seq 100); do grep -qs "$2" "$1" && return 0; sleep 0.1; done
-  echo "lease_benchmark.sh: no '$2' in $1" >&2; cat "$1" >&2; exit 1
-}
-"$build/bin/resource_manager" -c "$out/resource_manager.json" --device-database "$out/devices.json" \
-  "${db_args[@]}" 2> "$out/resource_manager.log" &
-pids+=($!)
-wait_for "$out/resource_manager.log" "Begin listening at"
-PATH="$build/bin:$PATH" "$build/bin/executor_manager" \
-  -c "$out/executor_manager.json" --device-database "$out/devices.json" 2> "$out/executor_manager.log" &
-pids+=($!)
-wait_for "$out/executor_manager.log" "Begin listening at"
-curl -sf "http://127.0.0.1:$http_port/add?node=exec-mgr-node" -X POST \
-  -d "{\"ip_address\": \"$address\", \"port\": $manager_port, \"cores\": 1000000, \"memory\": 512}" > /dev/null
-wait_for "$out/resource_manager.log" "exec-mgr-node is now registered"
+. tools/lib/deployment.sh
+start_deployment "$build" "$out" "$device" 1000000 "${db_args[@]}"
+jq '.benchmark.memory = 0' "$out/benchmark.json" > "$out/benchmark.json.tmp"
+mv "$out/benchmark.json.tmp" "$out/benchmark.json"
 
 RUST_LOG=warn "$build/benchmarks/lease_latency" --config "$out/benchmark.json" \
   --device-database "$out/devices.json" --leases "$leases" --output-stats "$out/lease_latency.csv"
 if [ "$wait_bills" = 1 ]; then
   echo "Waiting for the executor manager to return the unused leases (a minute after the last)"
-  for _ in $(seq 1200); do
-    active=$(curl -s "http://127.0.0.1:$http_port/leases" | jq '[.leases[] | select(.state == "active")] | length')
-    [ "$active" = 0 ] && break
-    sleep 0.1
-  done
-  echo "Leases: $(curl -s "http://127.0.0.1:$http_port/leases" | jq -c '[.leases[].state] | group_by(.) | map({(.[0]): length}) | add')"
+  print_lease_states 1200
 fi
 if [ ${#db_args[@]} -gt 0 ]; then
   echo "Database $db: $(stat -c %s "$db") bytes; with its -wal and -shm $(du -cb "$db"* | tail -1 | cut -f1) bytes"
