@@ -570,7 +570,7 @@ fn instantiate(
     };
     let mut store = Store::new(shared.pre.module().engine(), host);
     store.limiter(|host| &mut host.limits);
-    store.set_epoch_deadline(deadline.unwrap_or(NO_DEADLINE));
+    store.set_epoch_deadline(NO_DEADLINE);
     let instance = {
         let _selected = memory::select(memory);
         shared
@@ -596,12 +596,16 @@ fn instantiate(
         );
     }
     // Initialisers run once the buffers are in place, so what they allocate lands beyond them.
+    // Each has the time limit of a call, counted from its own start: instantiating can take
+    // longer than the limit on a slow machine (an emulated one, a debug build).
     if let Some(init) = instance.get_func(&mut store, WASI_INITIALIZE) {
+        store.set_epoch_deadline(deadline.unwrap_or(NO_DEADLINE));
         init.typed::<(), ()>(&store)
             .and_then(|init| init.call(&mut store, ()))
             .map_err(|e| wasm_err(&format!("the module's `{WASI_INITIALIZE}` failed"), e))?;
     }
     if let Some(hook) = instance.get_func(&mut store, SET_OUTPUT_CAPACITY) {
+        store.set_epoch_deadline(deadline.unwrap_or(NO_DEADLINE));
         hook.typed::<i32, ()>(&store)
             .and_then(|hook| hook.call(&mut store, shared.output_capacity as i32))
             .map_err(|e| wasm_err(&format!("the module's `{SET_OUTPUT_CAPACITY}` failed"), e))?;
