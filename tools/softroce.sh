@@ -114,7 +114,9 @@ guest_command="cd $(printf '%q' "$PWD") && $(printf '%q' "$root/tools/softroce.s
 if [ $# -eq 0 ]; then
   vng "${vng_args[@]}" -- "$guest_command"
 else
-  # QEMU leaves a long run of spaces on the console when the guest powers off.
+  # QEMU leaves a long run of spaces on the console when the guest powers off. It also opens
+  # /proc/self/fd/2 afresh, which truncates a file that stderr points to (a log of the caller's):
+  # give it a pipe.
   set -o pipefail
-  vng "${vng_args[@]}" -- "$guest_command" | sed -E 's/ {80,}//'
+  vng "${vng_args[@]}" -- "$guest_command" 2> >(cat >&2) | sed -E 's/ {80,}//'
 fi
