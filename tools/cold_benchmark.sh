@@ -2,7 +2,8 @@
 # Cold starts through the tutorial's full deployment: a resource manager, an executor manager
 # registered with it, the node added with the tutorial's curl line, then cold_benchmarker for
 # native functions, wasm with an empty compile cache, and wasm with a warm one. Prints the
-# phase medians (lease, connect, submit, spawn_connect, initialize, execute, total).
+# phase medians (lease, connect, submit, spawn_connect, initialize, execute, total) and draws
+# them stacked per kind (cold_phases.svg).
 #
 # Usage: tools/cold_benchmark.sh [-r REPETITIONS] [-d DEVICE] [-p PROVIDER] [-o OUT_DIR]
 #                                [-b BUILD_DIR] [--no-build]
@@ -75,4 +76,6 @@ cold "wasm, empty compile cache (1 cold start)" cold_wasm_first.csv --functions 
 cold "wasm, warm compile cache, $reps cold starts" cold_wasm.csv --functions "$build/examples/functions.wasm" --repetitions "$reps"
 # The last executor is reaped (and its lease closed) a moment after its client left.
 print_lease_states 50
-echo "CSV files and logs: $out"
+"$build/benchmarks/rfaas_figure" cold -o "$out/cold_phases.svg" --title "Cold starts by phase, $(jq -r '.devices[0].provider // "detected"' "$out/devices.json") provider" \
+  "native=$out/cold_native.csv" "wasm, empty cache=$out/cold_wasm_first.csv" "wasm, warm cache=$out/cold_wasm.csv" >/dev/null
+echo "CSV files and logs: $out; figure: $out/cold_phases.svg"

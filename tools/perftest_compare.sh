@@ -14,7 +14,7 @@
 set -euo pipefail
 
 sizes=2,4096,65536 reps=5000 build=build out=results-perftest
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -s) sizes=$2; shift ;;
