@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: the tutorial's warm benchmark against a local executor manager, for native
 # and wasm functions, with the raw write-with-immediate ping-pong of the same provider beside
-# it in the same run. Prints medians (round trips) and writes every sample as CSV.
+# it in the same run. Prints medians (round trips), writes every sample as CSV and draws them
+# (latency.svg: medians against payload size, whiskers to p99).
 #
 # The three are interleaved in rounds, so drift of a shared machine hits them alike; medians
 # are taken over all rounds' samples.
@@ -19,7 +20,7 @@
 set -euo pipefail
 
 sizes=1,65536 reps=10000 rounds=5 warmups=1000 device=lo provider_opt= out=results build=build do_build=1
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -s) sizes=$2; shift ;;
@@ -121,4 +122,10 @@ printf '%s\n' "${rows[@]}"
 echo "lowest of the $rounds per-round medians (a shared machine drifts between rounds), usec"
 printf '%s\n' "${best[@]}"
 printf '%s\n' "--------------------------------------------------------------------------------------------"
-echo "CSV files and logs: $out"
+series=()
+for kind in raw native wasm; do
+  for size in ${sizes//,/ }; do series+=("$kind=$out/${kind}_$size.csv"); done
+done
+"$build/benchmarks/rfaas_figure" latency -o "$out/latency.svg" \
+  --title "Warm invocations of 'empty' against the raw ping-pong, $provider provider" "${series[@]}" >/dev/null
+echo "CSV files and logs: $out; figure: $out/latency.svg"

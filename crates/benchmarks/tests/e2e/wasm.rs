@@ -176,6 +176,10 @@ fn main_job_script_prints_the_comparison_table() {
             .count();
         assert_eq!(rows, 201, "{csv}");
     }
+    assert_figure(
+        &dir.path("results").join("latency.svg"),
+        &["raw", "native", "wasm", "4 KiB"],
+    );
 }
 
 /// The cold-start script runs the full deployment and prints every phase for every kind.
@@ -207,6 +211,29 @@ fn cold_benchmark_script_prints_every_phase() {
         }
     }
     assert!(stdout.contains(r#"Leases: {"closed":5}"#), "{stdout}");
+    assert_figure(
+        &dir.path("results").join("cold_phases.svg"),
+        &[
+            "native (n=2)",
+            "wasm, empty cache (n=1)",
+            "wasm, warm cache (n=2)",
+            "spawn_connect",
+        ],
+    );
+}
+
+/// The script drew its figure: an SVG file with these texts among its labels.
+fn assert_figure(path: &std::path::Path, labels: &[&str]) {
+    let svg = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("the figure {}: {e}", path.display()));
+    assert!(svg.starts_with("<svg"), "{}", path.display());
+    for label in labels {
+        assert!(
+            svg.lines().any(|l| l.trim() == *label),
+            "{} has no label {label:?}",
+            path.display()
+        );
+    }
 }
 
 /// A build layout (bin/, benchmarks/, examples/) made of this build's files, as tools/build.sh
@@ -232,7 +259,12 @@ fn layout(dir: &TempDir) -> std::path::PathBuf {
         ),
         (
             "benchmarks",
-            &["warm_benchmarker", "cold_benchmarker", "rdma_pingpong"][..],
+            &[
+                "warm_benchmarker",
+                "cold_benchmarker",
+                "rdma_pingpong",
+                "rfaas_figure",
+            ][..],
         ),
         ("examples", &[][..]),
     ] {
