@@ -142,26 +142,40 @@ fn run(epoll: &Epoll, conns: &Registry) {
                 t.on_event();
                 conn.progress_background();
                 if conn.is_connected() {
+                    // A hang-up stays signalled until the connection is closed. When the thread
+                    // that owns the receive side is busy with it (a hot poller), it reads the
+                    // end itself, and the tick below drives idle connections; watching the
+                    // hang-up again would only report it again at once, in a loop.
+                    let hung_up = event
+                        .events()
+                        .intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP);
                     if event.data() & HANGUP_BIT != 0 {
-                        // Not (yet) a hang-up the receive path acted on: keep watching.
-                        if let Some(fd) = t.hangup_fd() {
+                        if !hung_up && let Some(fd) = t.hangup_fd() {
                             let mut again = EpollEvent::new(hangup_flags(), event.data());
                             let _ = epoll.modify(fd, &mut again);
                         }
                         continue;
                     }
                     let key = u64::from(conn.qp_num);
+                    let watch = |data: bool| {
+                        let f = flags(data);
+                        if hung_up {
+                            f - EpollFlags::EPOLLRDHUP
+                        } else {
+                            f
+                        }
+                    };
                     let mut data = conn.wants_background();
-                    tracing::trace!(qp = conn.qp_num, data, "engine re-arm");
+                    tracing::trace!(qp = conn.qp_num, data, hung_up, "engine re-arm");
                     t.want_wakeups(data);
-                    let mut again = EpollEvent::new(flags(data), key);
+                    let mut again = EpollEvent::new(watch(data), key);
                     let _ = epoll.modify(t.readiness_fd(), &mut again);
                     // A `req_notify` between the check and the modify armed the watch and we
                     // just disarmed it: look again (it sets its flag before it re-arms).
                     if !data && conn.wants_background() {
                         data = true;
                         t.want_wakeups(data);
-                        let mut again = EpollEvent::new(flags(data), key);
+                        let mut again = EpollEvent::new(watch(data), key);
                         let _ = epoll.modify(t.readiness_fd(), &mut again);
                     }
                 }
