@@ -329,10 +329,15 @@ fn a_restarted_resource_manager_gets_its_manager_back() {
         second.daemon.log(),
         manager.log()
     );
+    // The manager logs this once the acknowledgement reaches it, after the resource manager
+    // logged the registration.
     assert!(
-        manager
-            .log()
-            .contains("Registered with the resource manager again")
+        manager.wait_for_log(
+            "Registered with the resource manager again",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        manager.log()
     );
     let lease = Lease::from_resource_manager(
         &test_endpoint(),
