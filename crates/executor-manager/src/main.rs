@@ -24,6 +24,10 @@ struct Args {
     /// Serve clients without a resource manager (no leases are checked).
     #[arg(long)]
     skip_resource_manager: bool,
+    /// Start every executor when its allocation arrives, instead of keeping one started ahead
+    /// (a spare that has opened the device and waits for its allocation).
+    #[arg(long)]
+    no_spare_executor: bool,
     /// More logging (-v debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -54,6 +58,7 @@ fn run(args: &Args) -> Result<()> {
         device.name.clone(),
         &config.executor,
         args.verbose,
+        !args.no_spare_executor,
     )?;
     rfaas_cli::install_shutdown_handler();
     manager::Manager::start(&device, &config, launcher, args.skip_resource_manager)?.run()

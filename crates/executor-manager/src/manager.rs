@@ -107,6 +107,8 @@ impl Manager {
                 &mut HashMap::new(),
             )?),
         };
+        let mut launcher = launcher;
+        launcher.replenish();
         tracing::info!("Begin listening at {addr} and processing events!");
         Ok(Manager {
             clients: HashMap::new(),
@@ -141,6 +143,7 @@ impl Manager {
             busy |= self.poll_messages(&mut wcs)?;
             while self.send_cq.poll(&mut wcs)? > 0 {}
             self.reap();
+            self.launcher.replenish();
             self.reconnect_resource_manager();
             if !busy && self.sleep {
                 // Arm, then look once more: what arrived before arming would not wake us.

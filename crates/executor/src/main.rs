@@ -11,6 +11,7 @@ mod wasm;
 mod watchdog;
 mod worker;
 
+use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -99,7 +100,42 @@ struct Args {
     verbose: u8,
 }
 
+/// A spare executor, started by the executor manager before any allocation needs it: it
+/// opens its device, then waits on standard input for its allocation, so a cold start does
+/// not wait for the process to start. The allocation comes as one line of NUL-separated
+/// fields: the client's token and the billing token (hex), then [`Args`] without the device
+/// options.
+#[derive(Parser, Debug)]
+#[command(
+    about = "A spare executor: opens the device, then serves the allocation its executor manager writes to standard input"
+)]
+struct SpareArgs {
+    /// Wait for the allocation on standard input.
+    #[arg(long, required = true)]
+    spare: bool,
+    /// Device database (devices.json).
+    #[arg(long)]
+    device_database: String,
+    /// Device name in the database (empty: the first one).
+    #[arg(long, default_value = "")]
+    device: String,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// What the executor presents: to its client when it connects back, and to its manager on the
+/// billing connection (none when started by hand without a manager).
+struct Tokens {
+    client: Credential,
+    billing: Option<Credential>,
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--spare") {
+        let spare = SpareArgs::parse();
+        return rfaas_cli::run("executor", spare.verbose, || run_spare(&spare));
+    }
     let args = Args::parse();
     rfaas_cli::run("executor", args.verbose, || run(&args))
 }
@@ -109,6 +145,64 @@ fn run(args: &Args) -> Result<()> {
     let device = db.get_or_first(&args.device)?;
     let ctx = Context::open(device)?;
     let pd = ctx.alloc_pd()?;
+    let tokens = Tokens {
+        client: credential_from_env(CLIENT_TOKEN_ENV)?,
+        billing: match args.manager {
+            Some(_) => Some(credential_from_env(BILLING_TOKEN_ENV)?),
+            None => None,
+        },
+    };
+    serve(args, &ctx, device, &pd, tokens)
+}
+
+fn run_spare(spare: &SpareArgs) -> Result<()> {
+    let db = DeviceDatabase::load(&spare.device_database)?;
+    let device = db.get_or_first(&spare.device)?;
+    let ctx = Context::open(device)?;
+    let pd = ctx.alloc_pd()?;
+    let mut line = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_until(b'\n', &mut line)
+        .context("reading the allocation from the executor manager")?;
+    let Some(line) = line.strip_suffix(b"\n") else {
+        // The manager retired this spare, or went away.
+        return Ok(());
+    };
+    let fields: Vec<&str> = std::str::from_utf8(line)
+        .context("the allocation from the executor manager is not UTF-8")?
+        .split('\0')
+        .collect();
+    let [client, billing, rest @ ..] = fields.as_slice() else {
+        bail!("the allocation from the executor manager lacks its tokens");
+    };
+    let device_options = [
+        "--device-database",
+        spare.device_database.as_str(),
+        "--device",
+        spare.device.as_str(),
+    ];
+    let args = Args::try_parse_from(
+        std::iter::once("executor")
+            .chain(device_options)
+            .chain(rest.iter().copied()),
+    )
+    .context("the allocation from the executor manager")?;
+    let tokens = Tokens {
+        client: parse_credential(client).context("the client's token")?,
+        billing: Some(parse_credential(billing).context("the billing token")?),
+    };
+    serve(&args, &ctx, device, &pd, tokens)
+}
+
+/// Serves one allocation on an open device.
+fn serve(
+    args: &Args,
+    ctx: &Context,
+    device: &rdmalib::DeviceConfig,
+    pd: &rdmalib::ProtectionDomain,
+    tokens: Tokens,
+) -> Result<()> {
     if args.cores == 0 || args.input_buf_count == 0 {
         bail!("an executor needs at least one core and one input buffer");
     }
@@ -117,7 +211,6 @@ fn run(args: &Args) -> Result<()> {
         max_payload: args.max_payload as usize,
     };
 
-    let client_token = credential_from_env(CLIENT_TOKEN_ENV)?;
     let receives = connection_receives(layout.slot_count as u32);
     let mut threads = Vec::with_capacity(args.cores as usize);
     for thread in 0..args.cores {
@@ -127,9 +220,9 @@ fn run(args: &Args) -> Result<()> {
             .max_inline_data(device.max_inline_data)
             .max_send_wr(SEND_QUEUE_DEPTH)
             .max_recv_wr(receives);
-        let hello = Hello::executor(args.allocation_id, thread, client_token);
+        let hello = Hello::executor(args.allocation_id, thread, tokens.client);
         let conn = ctx
-            .connect(&pd, args.client, &qp, &hello.encode())
+            .connect(pd, args.client, &qp, &hello.encode())
             .with_context(|| {
                 format!(
                     "connecting thread {thread} back to the client at {}",
@@ -145,24 +238,24 @@ fn run(args: &Args) -> Result<()> {
     );
 
     let (code, library) = receive_code(
-        &pd,
+        pd,
         &threads[0].0,
         &threads[0].1,
         args.code_size,
         args.sandbox,
     )
-    .inspect_err(|e| report_failure(&pd, &threads, &format!("{e:#}")))?;
-    let sandboxes: Vec<Box<dyn Sandbox>> = match build_sandboxes(&pd, &code, &library, layout, args)
+    .inspect_err(|e| report_failure(pd, &threads, &format!("{e:#}")))?;
+    let sandboxes: Vec<Box<dyn Sandbox>> = match build_sandboxes(pd, &code, &library, layout, args)
     {
         Ok(s) => s,
         Err(e) => {
-            report_failure(&pd, &threads, &format!("{e:#}"));
+            report_failure(pd, &threads, &format!("{e:#}"));
             return Err(e);
         }
     };
     drop(code);
 
-    let (workers, ended) = spawn_workers(threads, sandboxes, &pd, layout, &library, args)?;
+    let (workers, ended) = spawn_workers(threads, sandboxes, pd, layout, &library, args)?;
     if args.sandbox == Kind::Native && args.time_limit_ms > 0 {
         let watched = workers
             .iter()
@@ -175,7 +268,7 @@ fn run(args: &Args) -> Result<()> {
         watchdog::start(watched, limit, pd.register(1, Access::LOCAL_WRITE)?)
             .context("starting the watchdog")?;
     }
-    let total = serve_until_done(&ctx, &pd, &workers, &ended, args)?;
+    let total = serve_until_done(ctx, pd, &workers, &ended, args, tokens.billing)?;
     tracing::info!(
         "Allocation {} done: {} invocations, hot polling {:.3} ms, execution {:.3} ms",
         args.allocation_id,
@@ -254,6 +347,7 @@ fn serve_until_done(
     workers: &[Started],
     ended: &Ended,
     args: &Args,
+    billing_token: Option<Credential>,
 ) -> Result<Reading> {
     let total = || {
         let now = now_ns();
@@ -261,15 +355,14 @@ fn serve_until_done(
             .iter()
             .fold(Reading::default(), |sum, w| sum.plus(w.meter.read(now)))
     };
-    let mut billing = match args.manager {
-        None => None,
-        Some(manager) => {
-            let token = credential_from_env(BILLING_TOKEN_ENV)?;
+    let mut billing = match (args.manager, billing_token) {
+        (Some(manager), Some(token)) => {
             match Billing::connect(ctx, pd, manager, args.allocation_id, token) {
                 Ok(b) => Some(b),
                 Err(e) => manager_lost(pd, workers, &format!("{e:#}")),
             }
         }
+        _ => None,
     };
     let mut running = workers.len();
     let mut failure = None;

@@ -424,20 +424,30 @@ fn many_clients_allocating_at_once_leak_nothing() {
     assert_eq!(executor_children(&manager), 0, "{}", manager.log());
 }
 
-/// Executor processes the manager still has (its children named `executor`, zombies too).
+/// Executor processes the manager still has (its children named `executor`, zombies too),
+/// other than the one spare it keeps started ahead (`executor --spare`, waiting for work).
 fn executor_children(manager: &Manager) -> usize {
     let ppid = manager.daemon.pid().to_string();
-    std::fs::read_dir("/proc")
+    let children: Vec<std::path::PathBuf> = std::fs::read_dir("/proc")
         .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
-        .filter(|stat| {
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
             // pid (comm) state ppid ...
-            let Some((comm, rest)) = stat.split_once(") ") else {
-                return false;
-            };
-            comm.ends_with("(executor") && rest.split_whitespace().nth(1) == Some(ppid.as_str())
+            let (comm, rest) = stat.split_once(") ")?;
+            (comm.ends_with("(executor") && rest.split_whitespace().nth(1) == Some(ppid.as_str()))
+                .then_some(dir)
         })
-        .count()
+        .collect();
+    let spares = children
+        .iter()
+        .filter(|dir| {
+            std::fs::read(dir.join("cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"--spare"))
+        })
+        .count();
+    assert!(spares <= 1, "{spares} spare executors");
+    children.len() - spares
 }
 
 /// A resource manager killed (SIGKILL) under a running allocation: the client's calls go on,

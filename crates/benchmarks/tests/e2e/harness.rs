@@ -289,13 +289,20 @@ pub fn test_devices(dir: &TempDir) -> PathBuf {
 
 /// Starts a manager on a free port with the shipped configuration and `--skip-resource-manager`.
 pub fn local_manager(dir: &TempDir) -> Manager {
+    local_manager_with(dir, &[])
+}
+
+/// [`local_manager`] with more arguments.
+pub fn local_manager_with(dir: &TempDir, extra: &[&str]) -> Manager {
     let devices = test_devices(dir);
     let config = shipped_config("executor_manager.json");
     let mut config: serde_json::Value = config;
     config["config"]["rdma_device"] = device_name().into();
     config["config"]["rdma_device_port"] = 0.into();
     let config = dir.write_json("executor_manager.json", &config);
-    Manager::start(&config, &devices, &["--skip-resource-manager"])
+    let mut args = vec!["--skip-resource-manager"];
+    args.extend_from_slice(extra);
+    Manager::start(&config, &devices, &args)
 }
 
 pub fn shipped_config(name: &str) -> serde_json::Value {

@@ -460,6 +460,98 @@ fn crashing_function_is_an_error_and_the_manager_keeps_serving() {
     assert!(manager.is_running());
 }
 
+/// The manager keeps one executor started ahead: the next allocation runs on it and a new
+/// spare follows; a spare that died before it was needed is replaced by a process started on
+/// the spot; `--no-spare-executor` keeps none.
+#[test]
+fn allocations_run_on_the_spare_executor_started_ahead() {
+    let _serial = serial();
+    let dir = TempDir::new("spare");
+    let manager = local_manager(&dir);
+    let code = std::fs::read(native_library()).unwrap();
+    let first = wait_for_spare(&manager, None);
+    let executor = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&executor, 3, 32).unwrap();
+    assert!(
+        manager.log().contains(&format!("executor pid {first}")),
+        "{}",
+        manager.log()
+    );
+    let second = wait_for_spare(&manager, Some(first));
+    drop(executor);
+
+    let pid = nix::unistd::Pid::from_raw(second as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // A zombie until the manager looks at it: it must look before it hands over.
+    while process_state(second) != Some('Z') {
+        assert!(Instant::now() < deadline, "the spare did not die");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let next = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&next, 5, 64).unwrap();
+    assert!(
+        manager
+            .log()
+            .contains("the spare executor was killed by signal 9 before it was needed"),
+        "{}",
+        manager.log()
+    );
+    drop(next);
+
+    let dir = TempDir::new("no-spare");
+    let manager = local_manager_with(&dir, &["--no-spare-executor"]);
+    let executor = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
+    echo_once(&executor, 7, 16).unwrap();
+    assert!(spares(&manager).is_empty(), "{:?}", spares(&manager));
+}
+
+/// The manager's executors started as spares (`executor --spare` children), waiting or
+/// serving the allocation they took.
+fn spares(manager: &Manager) -> Vec<u32> {
+    let ppid = manager.daemon.pid().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let dir = e.ok()?.path();
+            let pid: u32 = dir.file_name()?.to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let (_, rest) = stat.split_once(") ")?;
+            let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+            (rest.split_whitespace().nth(1) == Some(ppid.as_str())
+                && cmdline.split(|b| *b == 0).any(|arg| arg == b"--spare"))
+            .then_some(pid)
+        })
+        .collect()
+}
+
+/// Waits until the manager has one spare other than `not` (a spare that took an allocation
+/// keeps its command line), and returns its pid.
+fn wait_for_spare(manager: &Manager, not: Option<u32>) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: Vec<u32> = spares(manager)
+            .into_iter()
+            .filter(|pid| Some(*pid) != not)
+            .collect();
+        if let [pid] = now.as_slice() {
+            return *pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spares: {now:?}\n{}",
+            manager.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The state letter of process `pid` (R, S, Z, …), if it exists.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.split_once(") ")?.1.chars().next()
+}
+
 /// A client killed in the middle of its lease: its executor notices and exits, the manager
 /// reaps it and serves the next client.
 #[test]
