@@ -13,3 +13,15 @@ pub mod stats;
 pub mod workloads;
 
 pub use stats::{CsvWriter, Samples, Summary};
+
+/// The phases `cold_benchmarker` times, in the order they happen, and `total` last; its CSV
+/// has a column `NAME_ns` for each, after `repetition`.
+pub const COLD_PHASES: [&str; 7] = [
+    "lease",
+    "connect",
+    "submit",
+    "spawn_connect",
+    "initialize",
+    "execute",
+    "total",
+];

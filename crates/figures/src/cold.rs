@@ -6,22 +6,25 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use benchmarks::Samples;
+use benchmarks::{COLD_PHASES, Samples};
 use plotters::prelude::*;
 
 use crate::table::Table;
-use crate::{COLORS, FONT, plot_error};
+use crate::{COLORS, FONT, legend, plot_error};
 
-/// The phases `cold_benchmarker` times, in the order they happen (its CSV columns without
-/// the `_ns`).
-pub const PHASES: [&str; 6] = [
-    "lease",
-    "connect",
-    "submit",
-    "spawn_connect",
-    "initialize",
-    "execute",
-];
+/// The phases of a cold start, in the order they happen (`total` is not one of them).
+pub const PHASES: [&str; 6] = {
+    let [
+        lease,
+        connect,
+        submit,
+        spawn_connect,
+        initialize,
+        execute,
+        _total,
+    ] = COLD_PHASES;
+    [lease, connect, submit, spawn_connect, initialize, execute]
+};
 
 /// One bar: a kind's phase medians.
 #[derive(Clone, Debug, PartialEq)]
@@ -131,14 +134,7 @@ pub fn draw(bars: &[Bar], title: &str, path: &Path) -> Result<()> {
             )
         }))
         .map_err(plot_error)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font((FONT, 15))
-        .draw()
-        .map_err(plot_error)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(plot_error)?;
     Ok(())
 }

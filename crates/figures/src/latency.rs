@@ -10,7 +10,7 @@ use benchmarks::Samples;
 use plotters::prelude::*;
 
 use crate::table::Table;
-use crate::{COLORS, FONT, format_bytes, plot_error};
+use crate::{COLORS, FONT, format_bytes, legend, plot_error};
 
 /// One payload size of a series.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -145,14 +145,7 @@ pub fn draw(series: &[Series], title: &str, path: &Path) -> Result<()> {
             )
             .map_err(plot_error)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font((FONT, 15))
-        .draw()
-        .map_err(plot_error)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(plot_error)?;
     Ok(())
 }

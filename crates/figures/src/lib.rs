@@ -12,6 +12,9 @@ pub mod cold;
 pub mod latency;
 pub mod table;
 
+use plotters::chart::{ChartContext, SeriesLabelPosition};
+use plotters::coord::CoordTranslate;
+use plotters::prelude::{BLACK, Color as _, DrawingBackend, WHITE};
 use plotters::style::RGBColor;
 
 /// Series colours, in order: distinguishable, and readable in grey scale.
@@ -32,6 +35,21 @@ fn plot_error<E: std::error::Error + Send + Sync>(
     e: plotters::drawing::DrawingAreaErrorKind<E>,
 ) -> anyhow::Error {
     anyhow::anyhow!("drawing the figure: {e}")
+}
+
+/// Draws the legend of the series drawn so far, at `position` inside the plot.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font((FONT, 15))
+        .draw()
+        .map_err(plot_error)
 }
 
 /// `1 B`, `64 B`, `4 KiB`, `1 MiB`: sizes as the benchmarks are asked for them.

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use benchmarks::setup::{Client, ClientArgs, InvocationArgs};
-use benchmarks::{CsvWriter, Samples};
+use benchmarks::{COLD_PHASES as PHASES, CsvWriter, Samples};
 use clap::Parser;
 use rfaas::Executor;
 
@@ -27,26 +27,6 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     gap_ms: u64,
 }
-
-const PHASES: [&str; 7] = [
-    "lease",
-    "connect",
-    "submit",
-    "spawn_connect",
-    "initialize",
-    "execute",
-    "total",
-];
-const COLUMNS: [&str; 8] = [
-    "repetition",
-    "lease_ns",
-    "connect_ns",
-    "submit_ns",
-    "spawn_connect_ns",
-    "initialize_ns",
-    "execute_ns",
-    "total_ns",
-];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -107,7 +87,11 @@ fn run(args: &Args) -> Result<()> {
         );
     }
     if let Some(path) = &args.invocation.output_stats {
-        let mut csv = CsvWriter::create(path, &COLUMNS)?;
+        let columns: Vec<String> = std::iter::once("repetition".to_owned())
+            .chain(PHASES.iter().map(|p| format!("{p}_ns")))
+            .collect();
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let mut csv = CsvWriter::create(path, &columns)?;
         for i in 0..repetitions as usize {
             let row: Vec<u64> = phases.iter().map(|p| p.as_slice()[i]).collect();
             csv.row(&[
