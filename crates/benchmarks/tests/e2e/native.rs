@@ -483,20 +483,22 @@ fn allocations_run_on_the_spare_executor_started_ahead() {
     let pid = nix::unistd::Pid::from_raw(second as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    // A zombie until the manager looks at it: it must look before it hands over.
     while process_state(second) != Some('Z') {
         assert!(Instant::now() < deadline, "the spare did not die");
         std::thread::sleep(Duration::from_millis(10));
     }
     let next = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
     echo_once(&next, 5, 64).unwrap();
+    // The manager finds the spare dead when it looks (try_wait), or, while the dead spare's
+    // other threads are still exiting (its main thread already shows Z; seen in the SoftRoCE
+    // guest), when its pipe is broken. Either way a process started on the spot serves.
+    let log = manager.log();
     assert!(
-        manager
-            .log()
-            .contains("the spare executor was killed by signal 9 before it was needed"),
-        "{}",
-        manager.log()
+        log.contains("the spare executor was killed by signal 9 before it was needed")
+            || log.contains("the spare executor could not take allocation 2 (writing to its pipe"),
+        "{log}"
     );
+    assert!(!log.contains(&format!("executor pid {second}")), "{log}");
     drop(next);
 
     let dir = TempDir::new("no-spare");
