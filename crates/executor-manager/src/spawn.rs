@@ -122,10 +122,8 @@ impl Launcher {
         let mut cmd = Command::new(&self.executor);
         cmd.arg("--spare")
             .args(self.device_args())
+            .args(self.verbosity())
             .stdin(Stdio::piped());
-        if self.verbose > 0 {
-            cmd.arg(format!("-{}", "v".repeat(self.verbose as usize)));
-        }
         match cmd.spawn() {
             Ok(child) => self.spare = Some(child),
             Err(e) => tracing::warn!(
@@ -189,10 +187,13 @@ impl Launcher {
         if self.pin_threads {
             args.push("--pin-threads".into());
         }
-        if self.verbose > 0 {
-            args.push(format!("-{}", "v".repeat(self.verbose as usize)));
-        }
+        args.extend(self.verbosity());
         args
+    }
+
+    /// The manager's own verbosity, passed on to its executors (`-v`, `-vv`, …).
+    fn verbosity(&self) -> Option<String> {
+        (self.verbose > 0).then(|| format!("-{}", "v".repeat(self.verbose as usize)))
     }
 }
 

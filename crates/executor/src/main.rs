@@ -22,7 +22,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use function_library::{FunctionLibrary, Kind};
 use rdmalib::{
-    Access, CompletionQueue, Connection, Context, DeviceDatabase, Opcode, QpConfig, SendFlags,
+    Access, CompletionQueue, Connection, Context, DeviceConfig, DeviceDatabase, Opcode,
+    ProtectionDomain, QpConfig, SendFlags,
 };
 use rfaas_protocol::Record;
 use rfaas_protocol::control::{
@@ -50,12 +51,8 @@ const CODE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Device database (devices.json).
-    #[arg(long)]
-    device_database: String,
-    /// Device name in the database (empty: the first one).
-    #[arg(long, default_value = "")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// The client's address to connect back to.
     #[arg(long)]
     client: SocketAddr,
@@ -113,15 +110,38 @@ struct SpareArgs {
     /// Wait for the allocation on standard input.
     #[arg(long, required = true)]
     spare: bool,
-    /// Device database (devices.json).
-    #[arg(long)]
-    device_database: String,
-    /// Device name in the database (empty: the first one).
-    #[arg(long, default_value = "")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// The device an executor serves on, for an executor and a spare alike.
+#[derive(clap::Args, Debug)]
+struct DeviceArgs {
+    /// Device database (devices.json).
+    #[arg(long = "device-database")]
+    database: String,
+    /// Device name in the database (empty: the first one).
+    #[arg(long = "device", default_value = "")]
+    name: String,
+}
+
+impl DeviceArgs {
+    /// Opens the device: its configuration, a context and a protection domain.
+    fn open(&self) -> Result<(DeviceConfig, Context, ProtectionDomain)> {
+        let db = DeviceDatabase::load(&self.database)?;
+        let device = db.get_or_first(&self.name)?.clone();
+        let ctx = Context::open(&device)?;
+        let pd = ctx.alloc_pd()?;
+        Ok((device, ctx, pd))
+    }
+
+    /// The options as a command line gives them.
+    fn options(&self) -> [&str; 4] {
+        ["--device-database", &self.database, "--device", &self.name]
+    }
 }
 
 /// What the executor presents: to its client when it connects back, and to its manager on the
@@ -141,10 +161,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let db = DeviceDatabase::load(&args.device_database)?;
-    let device = db.get_or_first(&args.device)?;
-    let ctx = Context::open(device)?;
-    let pd = ctx.alloc_pd()?;
+    let (device, ctx, pd) = args.device.open()?;
     let tokens = Tokens {
         client: credential_from_env(CLIENT_TOKEN_ENV)?,
         billing: match args.manager {
@@ -152,14 +169,11 @@ fn run(args: &Args) -> Result<()> {
             None => None,
         },
     };
-    serve(args, &ctx, device, &pd, tokens)
+    serve(args, &ctx, &device, &pd, tokens)
 }
 
 fn run_spare(spare: &SpareArgs) -> Result<()> {
-    let db = DeviceDatabase::load(&spare.device_database)?;
-    let device = db.get_or_first(&spare.device)?;
-    let ctx = Context::open(device)?;
-    let pd = ctx.alloc_pd()?;
+    let (device, ctx, pd) = spare.device.open()?;
     let mut line = Vec::new();
     std::io::stdin()
         .lock()
@@ -176,15 +190,9 @@ fn run_spare(spare: &SpareArgs) -> Result<()> {
     let [client, billing, rest @ ..] = fields.as_slice() else {
         bail!("the allocation from the executor manager lacks its tokens");
     };
-    let device_options = [
-        "--device-database",
-        spare.device_database.as_str(),
-        "--device",
-        spare.device.as_str(),
-    ];
     let args = Args::try_parse_from(
         std::iter::once("executor")
-            .chain(device_options)
+            .chain(spare.device.options())
             .chain(rest.iter().copied()),
     )
     .context("the allocation from the executor manager")?;
@@ -192,15 +200,15 @@ fn run_spare(spare: &SpareArgs) -> Result<()> {
         client: parse_credential(client).context("the client's token")?,
         billing: Some(parse_credential(billing).context("the billing token")?),
     };
-    serve(&args, &ctx, device, &pd, tokens)
+    serve(&args, &ctx, &device, &pd, tokens)
 }
 
 /// Serves one allocation on an open device.
 fn serve(
     args: &Args,
     ctx: &Context,
-    device: &rdmalib::DeviceConfig,
-    pd: &rdmalib::ProtectionDomain,
+    device: &DeviceConfig,
+    pd: &ProtectionDomain,
     tokens: Tokens,
 ) -> Result<()> {
     if args.cores == 0 || args.input_buf_count == 0 {
