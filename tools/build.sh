@@ -43,7 +43,7 @@ mkdir -p "$build_dir/bin" "$build_dir/benchmarks" "$build_dir/examples"
 for b in executor_manager executor resource_manager; do
   [ -f "$out/$b" ] && cp -f "$out/$b" "$build_dir/bin/"
 done
-for b in warm_benchmarker cold_benchmarker parallel_invocations api_walkthrough rdma_pingpong workload_benchmark lease_latency allocation_load rfaas_figure; do
+for b in warm_benchmarker cold_benchmarker parallel_invocations api_walkthrough rdma_pingpong plain_pingpong workload_benchmark lease_latency allocation_load rfaas_figure; do
   [ -f "$out/$b" ] && cp -f "$out/$b" "$build_dir/benchmarks/"
 done
 cp -f "$out/libfunctions.so" "$build_dir/examples/"

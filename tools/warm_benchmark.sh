@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The main job: the tutorial's warm benchmark against a local executor manager, for native
 # and wasm functions, with the raw write-with-immediate ping-pong of the same provider beside
-# it in the same run. Prints medians (round trips), writes every sample as CSV and draws them
-# (latency.svg: medians against payload size, whiskers to p99).
+# it in the same run. On tcp and shm, the floor under the provider runs too: plain_pingpong,
+# the same round trip over a busy-polled TCP socket or shared memory without rdmalib.
+# Prints medians (round trips), writes every sample as CSV and draws them (latency.svg:
+# medians against payload size, whiskers to p99).
 #
-# The three are interleaved in rounds, so drift of a shared machine hits them alike; medians
-# are taken over all rounds' samples.
+# All are interleaved in rounds, so drift of a shared machine hits them alike; medians are
+# taken over all rounds' samples.
 #
 # Usage: tools/warm_benchmark.sh [-s SIZES] [-r REPETITIONS] [-n ROUNDS] [-w WARMUPS]
 #                                [-d DEVICE] [-p PROVIDER] [-o OUT_DIR] [-b BUILD_DIR] [--no-build]
@@ -20,7 +22,7 @@
 set -euo pipefail
 
 sizes=1,65536 reps=10000 rounds=5 warmups=1000 device=lo provider_opt= out=results build=build do_build=1
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -s) sizes=$2; shift ;;
@@ -59,6 +61,11 @@ address=$(jq -r '.devices[0].ip_address' "$out/devices.json")
 provider=$(jq -r '.devices[0].provider // "detected"' "$out/devices.json")
 jq --arg device "$device" '.config.rdma_device = $device' config/executor_manager.json > "$out/executor_manager.json"
 jq --arg address "$address" '.executors[0].address = $address' config/executors_database.json > "$out/executors_database.json"
+case "$provider" in
+  shm) floor_medium=memory ;;
+  tcp) floor_medium=tcp ;;
+  *) floor_medium= ;;
+esac
 per_round=$(( (reps + rounds - 1) / rounds ))
 jq --arg device "$device" --argjson r "$per_round" --argjson w "$warmups" \
   '.config.rdma_device = $device | .benchmark.repetitions = $r | .benchmark.warmup_repetitions = $w' \
@@ -92,11 +99,17 @@ bench() { # kind size library
   collect "$out/$1_$2.csv" "$out/round.csv"
 }
 
-rows=() best=()
+rows=() best=() floors=()
 for size in ${sizes//,/ }; do
-  rm -f "$out"/{raw,native,wasm}_"$size".csv{,.rounds}
+  rm -f "$out"/{floor,raw,native,wasm}_"$size".csv{,.rounds}
   for round in $(seq "$rounds"); do
-    echo "==> $size B, round $round/$rounds: raw ping-pong, native, wasm" >&2
+    echo "==> $size B, round $round/$rounds: ${floor_medium:+floor, }raw ping-pong, native, wasm" >&2
+    if [ -n "$floor_medium" ]; then
+      "$build/benchmarks/plain_pingpong" --medium "$floor_medium" --address "$address" \
+        --repetitions "$per_round" --warmup "$warmups" --sizes "$size" --output-stats "$out/round.csv" \
+        >> "$out/plain_pingpong.log" 2>&1
+      collect "$out/floor_$size.csv" "$out/round.csv"
+    fi
     "$build/benchmarks/rdma_pingpong" --device-database "$out/devices.json" --name "$device" client --spawn-server \
       --repetitions "$per_round" --warmup "$warmups" --sizes "$size" --output-stats "$out/round.csv" \
       >> "$out/rdma_pingpong.log" 2>&1
@@ -107,6 +120,11 @@ for size in ${sizes//,/ }; do
   raw=$(median_us "$out/raw_$size.csv") native=$(median_us "$out/native_$size.csv") wasm=$(median_us "$out/wasm_$size.csv")
   rows+=("$(awk -v s="$size" -v r="$raw" -v n="$native" -v w="$wasm" \
     'BEGIN { printf "%10d %14.3f %14.3f %14.3f %14.3f %14.3f", s, r, n, n - r, w, w - n }')")
+  if [ -n "$floor_medium" ]; then
+    floor=$(median_us "$out/floor_$size.csv")
+    floors+=("$(awk -v s="$size" -v f="$floor" -v r="$raw" \
+      'BEGIN { printf "%10d %14.3f %14.3f %14.3f %14.2f", s, f, r, r - f, r / f }')")
+  fi
   raw=$(best_round_us "$out/raw_$size.csv") native=$(best_round_us "$out/native_$size.csv")
   wasm=$(best_round_us "$out/wasm_$size.csv")
   best+=("$(awk -v s="$size" -v r="$raw" -v n="$native" -v w="$wasm" \
@@ -122,8 +140,14 @@ printf '%s\n' "${rows[@]}"
 echo "lowest of the $rounds per-round medians (a shared machine drifts between rounds), usec"
 printf '%s\n' "${best[@]}"
 printf '%s\n' "--------------------------------------------------------------------------------------------"
+if [ -n "$floor_medium" ]; then
+  echo "The floor under the $provider provider: plain_pingpong --medium $floor_medium, medians, usec"
+  printf '%10s %14s %14s %14s %14s\n' "#bytes" "floor_rtt" "raw_rtt" "raw-floor" "raw/floor"
+  printf '%s\n' "${floors[@]}"
+  printf '%s\n' "--------------------------------------------------------------------------------------------"
+fi
 series=()
-for kind in raw native wasm; do
+for kind in ${floor_medium:+floor} raw native wasm; do
   for size in ${sizes//,/ }; do series+=("$kind=$out/${kind}_$size.csv"); done
 done
 "$build/benchmarks/rfaas_figure" latency -o "$out/latency.svg" \

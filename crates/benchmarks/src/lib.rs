@@ -8,6 +8,7 @@
 //! - [`workloads`]: inputs and reference results of the workload functions.
 #![deny(missing_docs)]
 
+pub mod pingpong;
 pub mod setup;
 pub mod stats;
 pub mod workloads;

@@ -21,7 +21,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use benchmarks::stats::{CsvWriter, Samples};
+use benchmarks::pingpong::{self, HEADER, MAX_SIZE, RULE, StatsFile, parse_size};
+use benchmarks::stats::Samples;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use rdmalib::{
     Access, CmEvent, Completion, CompletionQueue, Connection, Context, DeviceConfig,
@@ -31,8 +32,6 @@ use tracing::{debug, info, warn};
 
 /// Receives kept posted on each side; every exchange consumes one and reposts it.
 const RECV_DEPTH: u32 = 64;
-/// Largest payload: one registered buffer of this size on each side.
-const MAX_SIZE: u32 = 1 << 30;
 /// How long one exchange, a connection or the spawned server's start may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,33 +122,6 @@ struct ClientArgs {
     /// Write every measured round trip as CSV: size,repetition,round_trip_ns.
     #[arg(long, value_name = "FILE")]
     output_stats: Option<PathBuf>,
-}
-
-fn parse_size(text: &str) -> Result<u32, String> {
-    let t = text.trim();
-    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => t.split_at(i),
-        None => (t, ""),
-    };
-    let shift = match unit {
-        "" => 0,
-        "K" | "k" => 10,
-        "M" | "m" => 20,
-        "G" | "g" => 30,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a size (expected bytes, e.g. 4096 or 64K)"
-            ));
-        }
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (expected bytes, e.g. 4096 or 64K)"))?;
-    let bytes = n << shift;
-    if bytes == 0 || bytes > u64::from(MAX_SIZE) {
-        return Err(format!("size {text:?} is out of range (1 B to 1G)"));
-    }
-    Ok(bytes as u32)
 }
 
 fn main() -> ExitCode {
@@ -457,7 +429,7 @@ impl Drop for SpawnedServer {
 
 fn client(cli: &Cli, device: &DeviceConfig, args: &ClientArgs) -> Result<()> {
     let sizes: Vec<u32> = if args.sizes.is_empty() {
-        (0..=20).map(|i| 1 << i).collect()
+        pingpong::default_sizes()
     } else {
         args.sizes.clone()
     };
@@ -477,13 +449,7 @@ fn client(cli: &Cli, device: &DeviceConfig, args: &ClientArgs) -> Result<()> {
             .next()
             .ok_or_else(|| anyhow!("server address {text:?} resolves to nothing"))?
     };
-    let mut csv = match &args.output_stats {
-        Some(path) => Some(
-            CsvWriter::create(path, &["size", "repetition", "round_trip_ns"])
-                .with_context(|| format!("creating {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let mut stats = StatsFile::create(args.output_stats.as_deref())?;
 
     let ctx = Context::open(device).with_context(|| format!("opening device {}", device.name))?;
     let pd = ctx.alloc_pd()?;
@@ -543,42 +509,17 @@ fn client(cli: &Cli, device: &DeviceConfig, args: &ClientArgs) -> Result<()> {
         let sum = samples
             .summary()
             .ok_or_else(|| anyhow!("no samples for size {size}"))?;
-        let usec = |ns: f64| ns / 1000.0;
-        // Payload bytes moved per round trip (there and back) per microsecond = MB/s.
-        let bw = 2.0 * f64::from(size) / usec(sum.median);
-        println!(
-            " {:<10} {:<13} {:<13.2} {:<16.2} {:<13.2} {:<13.2} {:.2}",
-            size,
-            sum.count,
-            usec(sum.min as f64),
-            usec(sum.median),
-            usec(sum.p99 as f64),
-            usec(sum.max as f64),
-            bw
-        );
-        if let Some(csv) = csv.as_mut() {
-            for (rep, ns) in samples.as_slice().iter().enumerate() {
-                csv.row(&[&size, &rep, ns])
-                    .context("writing the stats CSV")?;
-            }
-        }
+        println!("{}", pingpong::row(size, &sum));
+        stats.add(size, &samples)?;
     }
     println!("{RULE}");
-    if let Some(csv) = csv {
-        let path = csv.path().display().to_string();
-        csv.finish().with_context(|| format!("writing {path}"))?;
-    }
+    stats.finish()?;
     drop(side);
     if let Some(server) = spawned {
         server.finish()?;
     }
     Ok(())
 }
-
-/// Column titles, aligned with the rows printed in `client`.
-const HEADER: &str = " #bytes     #iterations   t_min[usec]   t_median[usec]   t_p99[usec]   \
-                      t_max[usec]   BW_median[MB/s]";
-const RULE: &str = "---------------------------------------------------------------------------------------------------";
 
 fn print_header(ctx: &Context, addr: SocketAddr, args: &ClientArgs) {
     let dev = ctx.device();

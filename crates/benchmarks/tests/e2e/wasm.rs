@@ -169,17 +169,38 @@ fn main_job_script_prints_the_comparison_table() {
         assert_eq!(cols.len(), 5, "{row}");
         assert!(cols[0] > 0.0 && cols[1] > 0.0 && cols[3] > 0.0, "{row}");
     }
-    for csv in ["raw_1.csv", "native_1.csv", "wasm_4096.csv"] {
+    let floored = provider() != rdmalib::ProviderKind::Verbs;
+    let mut csvs = vec!["raw_1.csv", "native_1.csv", "wasm_4096.csv"];
+    if floored {
+        csvs.push("floor_4096.csv");
+        let title = stdout
+            .lines()
+            .position(|l| l.starts_with("The floor under"))
+            .unwrap_or_else(|| panic!("no floor table:\n{stdout}"));
+        let row: Vec<f64> = stdout
+            .lines()
+            .nth(title + 2)
+            .unwrap()
+            .split_whitespace()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        assert_eq!(row.len(), 5, "{stdout}");
+        assert_eq!(row[0], 1.0, "{stdout}");
+        assert!(row[1] > 0.0 && row[2] > 0.0, "{stdout}");
+        assert!((row[4] - row[2] / row[1]).abs() < 0.02, "{stdout}");
+    }
+    for csv in csvs {
         let rows = std::fs::read_to_string(dir.path("results").join(csv))
             .unwrap()
             .lines()
             .count();
         assert_eq!(rows, 201, "{csv}");
     }
-    assert_figure(
-        &dir.path("results").join("latency.svg"),
-        &["raw", "native", "wasm", "4 KiB"],
-    );
+    let mut labels = vec!["raw", "native", "wasm", "4 KiB"];
+    if floored {
+        labels.push("floor");
+    }
+    assert_figure(&dir.path("results").join("latency.svg"), &labels);
 }
 
 /// The cold-start script runs the full deployment and prints every phase for every kind.
@@ -263,6 +284,7 @@ fn layout(dir: &TempDir) -> std::path::PathBuf {
                 "warm_benchmarker",
                 "cold_benchmarker",
                 "rdma_pingpong",
+                "plain_pingpong",
                 "rfaas_figure",
             ][..],
         ),
