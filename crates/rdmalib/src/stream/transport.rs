@@ -20,6 +20,14 @@ pub(super) trait Transport: Send + Sync {
     /// `ptr..ptr+len` must be valid for writes for the duration of the call.
     unsafe fn recv(&self, ptr: *mut u8, len: usize) -> io::Result<usize>;
 
+    /// Whether small frames should be read through the frame engine's staging buffer, many
+    /// at a time: `true` where a read costs a system call (tcp). Where it costs a few loads
+    /// (shm), the engine reads each header alone and copies every payload straight from the
+    /// transport into its target, one copy fewer.
+    fn stages_frames(&self) -> bool {
+        true
+    }
+
     /// Non-blocking vectored write; returns the bytes taken; `WouldBlock` when full.
     ///
     /// # Safety

@@ -10,6 +10,8 @@ use super::*;
 impl Shared {
     /// Reads and handles frames until the socket has no more bytes or the connection ends.
     pub(super) fn drive(&self, rx: &mut Rx) -> Result<(), Fault> {
+        let staging = self.stream.stages_frames();
+        let direct = if staging { DIRECT_RECV } else { 1 };
         loop {
             if let Some(inc) = rx.current.as_mut() {
                 let staged = rx.end - rx.start;
@@ -29,7 +31,7 @@ impl Shared {
                     self.finish(inc);
                     continue;
                 }
-                if inc.remaining >= DIRECT_RECV {
+                if inc.remaining >= direct {
                     let stream = &*self.stream;
                     // SAFETY: `dst..dst+room` is inside the live region (`fill` holds it).
                     match fill(inc, |dst, room| unsafe { stream.recv(dst, room) }) {
@@ -58,7 +60,14 @@ impl Shared {
                 rx.start = 0;
             }
             let end = rx.end;
-            let free = &mut rx.buf[end..];
+            // Without staging no frame is in progress here (every payload went direct): read
+            // the rest of the next header and no further.
+            let want = if staging {
+                rx.buf.len() - end
+            } else {
+                HEADER_LEN - (end - rx.start)
+            };
+            let free = &mut rx.buf[end..end + want];
             // SAFETY: `free` is our own staging buffer, valid for `free.len()` bytes.
             match unsafe { self.stream.recv(free.as_mut_ptr(), free.len()) } {
                 Ok(0) => return Err(Fault::Closed),

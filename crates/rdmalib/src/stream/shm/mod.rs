@@ -29,8 +29,9 @@
 //!
 //! # Copies
 //!
-//! This first version copies every byte twice: the sender into the ring, the receiver out of
-//! the ring into the checked target (straight into the registered region for large payloads).
+//! Every byte is copied twice: the sender into the ring, the receiver out of the ring
+//! straight into the checked target (the engine reads headers alone on this transport, see
+//! [`Transport::stages_frames`], so no payload passes through its staging buffer).
 //! DESIGN.md describes a single-copy design where registered regions are memfd-backed and
 //! mapped by the peer, so a write is one memcpy into the peer's memory. That needs every
 //! registered region to be memfd-backed, which wasm linear memory (unless supplied by a
@@ -45,7 +46,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{self as unix, UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
@@ -121,6 +122,8 @@ pub(super) struct ShmTransport {
     own_bell: EventFd,
     /// The peer's doorbell.
     peer_bell: EventFd,
+    /// The writer's copy of the `head` of `tx` ([`ring::write`]).
+    tx_seen_head: AtomicU64,
     /// The Unix socket reported the peer gone.
     peer_gone: AtomicBool,
 }
@@ -204,6 +207,7 @@ impl ShmTransport {
             rx: 1 - tx,
             own_bell,
             peer_bell,
+            tx_seen_head: AtomicU64::new(0),
             peer_gone: AtomicBool::new(false),
         })
     }
@@ -234,13 +238,17 @@ impl Transport for ShmTransport {
         }
     }
 
+    fn stages_frames(&self) -> bool {
+        false
+    }
+
     unsafe fn send(&self, iov: &[RawIov]) -> io::Result<usize> {
         if self.peer_gone.load(Ordering::Acquire) {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         // SAFETY: one writer per ring: the frame engine holds its `tx` lock; `iov` from the
         // caller.
-        let (n, ring_bell) = unsafe { ring::write(&self.map, self.tx, iov)? };
+        let (n, ring_bell) = unsafe { ring::write(&self.map, self.tx, iov, &self.tx_seen_head)? };
         if ring_bell {
             self.peer_bell.signal();
         }

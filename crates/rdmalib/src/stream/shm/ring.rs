@@ -192,18 +192,30 @@ unsafe fn copy_ring(data: *mut u8, pos: usize, buf: *mut u8, len: usize, into_ri
 /// Writes as much of `iov` as fits into ring `ring`; returns the bytes written and whether the
 /// reader asked for a doorbell.
 ///
+/// `seen_head` is the writer's own copy of the reader's `head`, as of its last look. The
+/// writer looks at the shared `head` again only when that copy leaves too little room for
+/// `iov`, so a write that fits touches no cache line the reader writes (the reader's `head`
+/// line stays in the reader's cache). Space up to an older `head` is free all the same.
+///
 /// # Safety
 ///
 /// Only one thread in one process writes a given ring (the frame engine's `tx` lock, and the
-/// ring assignment of [`super::ShmTransport`]); every piece of `iov` is valid for reads.
+/// ring assignment of [`super::ShmTransport`]), always with the same `seen_head`, which
+/// starts at 0; every piece of `iov` is valid for reads.
 pub(super) unsafe fn write(
     map: &Mapping,
     ring: usize,
     iov: &[RawIov],
+    seen_head: &AtomicU64,
 ) -> io::Result<(usize, bool)> {
     let tail = map.word(ring, TAIL).load(Ordering::Relaxed);
-    let head = map.word(ring, HEAD).load(Ordering::Acquire);
-    let used = tail.wrapping_sub(head);
+    let wanted: usize = iov.iter().map(|p| p.len).sum();
+    let mut used = tail.wrapping_sub(seen_head.load(Ordering::Relaxed));
+    if RING_CAP as u64 - used.min(RING_CAP as u64) < wanted as u64 {
+        let head = map.word(ring, HEAD).load(Ordering::Acquire);
+        seen_head.store(head, Ordering::Relaxed);
+        used = tail.wrapping_sub(head);
+    }
     if used > RING_CAP as u64 {
         return Err(corrupt());
     }
@@ -322,6 +334,7 @@ mod tests {
         let mut next_in = 0u8;
         let chunk = 100_003; // not a divisor of RING_CAP: pieces straddle the wrap point
         let mut buf = vec![0u8; chunk];
+        let seen = AtomicU64::new(0);
         for _ in 0..50 {
             let out: Vec<u8> = (0..chunk)
                 .map(|_| {
@@ -332,7 +345,7 @@ mod tests {
             let mut sent = 0;
             while sent < out.len() {
                 // SAFETY: single writer and reader (this thread); buffers are ours.
-                match unsafe { write(&w, 0, &iov(&out[sent..])) } {
+                match unsafe { write(&w, 0, &iov(&out[sent..]), &seen) } {
                     Ok((n, _)) => sent += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // SAFETY: as above.
@@ -367,16 +380,17 @@ mod tests {
         let e = unsafe { read(&m, 1, b.as_mut_ptr(), b.len()) }.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         // SAFETY: as above.
-        let e = unsafe { write(&m, 1, &iov(&b)) }.unwrap_err();
+        let e = unsafe { write(&m, 1, &iov(&b), &AtomicU64::new(0)) }.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
     fn the_doorbell_flag_reports_bytes_that_are_already_there() {
         let (_fd, m) = Mapping::create().unwrap();
+        let seen = AtomicU64::new(0);
         assert!(!set_sleeping(&m, 0, true));
         // SAFETY: single thread; buffers are ours.
-        let (_, bell) = unsafe { write(&m, 0, &iov(b"x")) }.unwrap();
+        let (_, bell) = unsafe { write(&m, 0, &iov(b"x"), &seen) }.unwrap();
         assert!(bell, "a sleeping reader gets the doorbell");
         assert!(
             set_sleeping(&m, 0, true),
@@ -384,7 +398,7 @@ mod tests {
         );
         set_sleeping(&m, 0, false);
         // SAFETY: as above.
-        let (_, bell) = unsafe { write(&m, 0, &iov(b"y")) }.unwrap();
+        let (_, bell) = unsafe { write(&m, 0, &iov(b"y"), &seen) }.unwrap();
         assert!(!bell, "a polling reader gets no doorbell");
     }
 }
