@@ -46,6 +46,10 @@ const SHUTDOWN_WR_ID: u64 = u64::MAX - 3;
 
 /// How long the client has to send the code after the executor connected.
 const CODE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the executor polls for the code before it sleeps: the code follows the
+/// connection within a millisecond or two, and a sleep and wake-up would add to every cold
+/// start.
+const CODE_EAGER_WAIT: Duration = Duration::from_millis(50);
 
 /// Serves one allocation: connects to the client, loads its code, runs its invocations.
 #[derive(Parser, Debug)]
@@ -450,7 +454,7 @@ fn receive_code(
     let buf = pd.register(code_size as usize, Access::LOCAL_WRITE)?;
     conn.post_recv(CODE_WR_ID, buf.sge(0, code_size as usize)?)?;
     let wc = cq
-        .wait_one(Some(CODE_TIMEOUT))?
+        .wait_one_eager(CODE_EAGER_WAIT, Some(CODE_TIMEOUT))?
         .with_context(|| format!("the client sent no code within {CODE_TIMEOUT:?}"))?;
     if !wc.is_ok() || wc.opcode != Some(Opcode::Recv) || wc.imm != Some(MessageKind::Code as u32) {
         bail!("expected the function library from the client, got {wc:?}");

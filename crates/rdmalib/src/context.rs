@@ -329,6 +329,29 @@ impl CompletionQueue {
         }
     }
 
+    /// Polls, yielding the core between polls, for up to `eager`, then sleeps on the channel
+    /// like [`wait_one`](Self::wait_one) for the rest of `timeout`. For one-off waits on a
+    /// setup path where a sleep and wake-up (tens to hundreds of µs each) is a large share
+    /// of the wait: the yield lets the peer run on a loaded core.
+    pub fn wait_one_eager(
+        &self,
+        eager: Duration,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Completion>> {
+        let start = std::time::Instant::now();
+        let eager = timeout.map_or(eager, |t| eager.min(t));
+        loop {
+            if let Some(wc) = self.poll_one()? {
+                return Ok(Some(wc));
+            }
+            if start.elapsed() >= eager {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        self.wait_one(timeout.map(|t| t.saturating_sub(start.elapsed())))
+    }
+
     /// The completion channel's file descriptor, readable when the armed channel fired.
     pub fn as_raw_fd(&self) -> RawFd {
         match &self.0 {

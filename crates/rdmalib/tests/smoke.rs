@@ -133,3 +133,57 @@ fn basic_operations(dev: fn() -> DeviceConfig) {
     drop(conn);
     server.join().unwrap();
 }
+
+#[test]
+fn an_eager_wait_takes_completions_before_and_after_it_sleeps() {
+    let ctx = Context::open(&dev()).unwrap();
+    let listener = ctx.listen(0).unwrap();
+    let addr = listener.local_addr();
+    let sender = std::thread::spawn(move || {
+        let ctx = Context::open(&dev()).unwrap();
+        let pd = ctx.alloc_pd().unwrap();
+        let cq = ctx.create_cq(16).unwrap();
+        let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+        let Some(CmEvent::ConnectRequest(req)) = listener.get_event(T).unwrap() else {
+            panic!("no request")
+        };
+        let conn = req.accept(&pd, &QpConfig::new(&cq, &cq), &[]).unwrap();
+        // The first message comes while the receiver still polls, the second after its eager
+        // phase (20 ms) is over and it sleeps on the channel.
+        for (pause_ms, imm) in [(5, 1), (200, 2)] {
+            std::thread::sleep(Duration::from_millis(pause_ms));
+            conn.post_send(
+                imm as u64,
+                mr.sge(0, 8).unwrap(),
+                Some(imm),
+                SendFlags::SIGNALED,
+            )
+            .unwrap();
+            assert!(cq.wait_one(T).unwrap().unwrap().is_ok());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    let pd = ctx.alloc_pd().unwrap();
+    let cq = ctx.create_cq(16).unwrap();
+    let mr = pd.register(64, Access::LOCAL_WRITE).unwrap();
+    let conn = ctx
+        .connect(&pd, addr, &QpConfig::new(&cq, &cq), &[])
+        .unwrap();
+    for wr_id in 0..2 {
+        conn.post_recv(wr_id, mr.sge(0, 64).unwrap()).unwrap();
+    }
+    let eager = Duration::from_millis(20);
+    for imm in [1, 2] {
+        let start = std::time::Instant::now();
+        let wc = cq.wait_one_eager(eager, T).unwrap().unwrap();
+        assert_eq!((wc.opcode, wc.imm), (Some(Opcode::Recv), Some(imm)));
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+    let start = std::time::Instant::now();
+    let none = cq
+        .wait_one_eager(eager, Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(none.is_none(), "nothing more was sent, got {none:?}");
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    sender.join().unwrap();
+}

@@ -20,6 +20,11 @@ use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::spec::AllocationSpec;
 
+/// How long the client polls for the threads' announcements before it sleeps between
+/// polls: they come within a few milliseconds of the code, and each sleep and wake-up would
+/// add to the cold start.
+const EAGER_WAIT: Duration = Duration::from_millis(50);
+
 /// What the steps after the manager's answer share.
 pub(crate) struct Handshake<'a> {
     pub pd: &'a ProtectionDomain,
@@ -121,7 +126,8 @@ impl Handshake<'_> {
                 exit.unwrap_or_else(|| format!("connection failed: {:?}", wc.status)),
             )
         };
-        let deadline = Instant::now() + self.spec.timeout;
+        let waiting = Instant::now();
+        let deadline = waiting + self.spec.timeout;
         let mut ready: Vec<Option<ThreadReady>> = (0..self.spec.cores).map(|_| None).collect();
         let mut code_sent = false;
         while ready.iter().any(Option::is_none) {
@@ -135,7 +141,8 @@ impl Handshake<'_> {
             if Instant::now() > deadline {
                 return Err(Error::Timeout("the executor did not become ready".into()));
             }
-            let Some(wc) = recv_cq.wait_one(Some(Duration::from_millis(20)))? else {
+            let eager = EAGER_WAIT.saturating_sub(waiting.elapsed());
+            let Some(wc) = recv_cq.wait_one_eager(eager, Some(Duration::from_millis(20)))? else {
                 continue;
             };
             if !wc.is_ok() {
