@@ -382,9 +382,10 @@ impl Inner {
     }
 }
 
-/// Delivers results of asynchronous calls while any are in flight; sleeps otherwise.
+/// Delivers results of asynchronous calls while any are in flight; sleeps otherwise. The
+/// caller logs the start before it spawns this, so that the line cannot come after an error the
+/// application prints right away.
 pub(crate) fn background_poller(inner: &Inner) {
-    tracing::info!("Background thread starts waiting for events");
     let mut wcs = [Completion::default(); 16];
     while !inner.stop.load(Ordering::SeqCst) {
         if inner.async_in_flight.load(Ordering::SeqCst) == 0 {

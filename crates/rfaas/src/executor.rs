@@ -135,6 +135,7 @@ impl Executor {
             _ctx: endpoint.shared_context(),
         });
         let poller_inner = inner.clone();
+        tracing::info!("Background thread starts waiting for events");
         let poller = std::thread::Builder::new()
             .name("rfaas-poller".into())
             .spawn(move || background_poller(&poller_inner))
