@@ -36,7 +36,7 @@ tools/setup.sh build tutorial
 [ "$do_build" = 1 ] && tools/build.sh "$build"
 mkdir -p "$out"
 build=$(cd "$build" && pwd) out=$(cd "$out" && pwd)
-rm -rf "$out/wasm-cache"
+rm -rf "$out/wasm-cache" "$out/code-cache"
 # A fresh deployment: no nodes or leases from an earlier run (the node is added below).
 rm -f "$out/resource_manager.db" "$out/resource_manager.db-wal" "$out/resource_manager.db-shm"
 
@@ -49,8 +49,10 @@ if [ -n "$provider" ]; then
   jq --arg p "$provider" '.devices[0].provider = $p' "$out/devices.json" > "$out/devices.json.tmp"
   mv "$out/devices.json.tmp" "$out/devices.json"
 fi
-# The executors of this deployment compile wasm into a cache of their own, empty at first.
-export RFAAS_CACHE_DIR="$out/wasm-cache"
+# The executors of this deployment compile wasm into a cache of their own, and the manager keeps
+# the libraries it was sent in a code cache of its own; both are empty at first, so the first
+# cold start of each kind sends its library and the others load the manager's copy.
+export RFAAS_CACHE_DIR="$out/wasm-cache" RFAAS_CODE_CACHE_DIR="$out/code-cache"
 . tools/lib/deployment.sh
 start_deployment "$build" "$out" "$device" 1
 

@@ -20,7 +20,7 @@ use rfaas_protocol::mailbox::Mailbox;
 use rfaas_protocol::{ProtocolError, Record};
 
 use crate::resource_manager::{KnownLease, ResourceManagerLink, Unacked};
-use crate::spawn::{Launcher, describe_exit};
+use crate::spawn::{Launcher, Spawned, describe_exit};
 
 /// Receive slots per client connection.
 const CLIENT_SLOTS: usize = 4;
@@ -144,6 +144,7 @@ impl Manager {
             while self.send_cq.poll(&mut wcs)? > 0 {}
             self.reap();
             self.launcher.replenish();
+            self.launcher.trim_code_cache();
             self.reconnect_resource_manager();
             if !busy && self.sleep {
                 // Arm, then look once more: what arrived before arming would not wake us.
@@ -383,12 +384,13 @@ impl Manager {
             .launcher
             .spawn(id, request, self.listener.local_addr(), &billing_token)
         {
-            Ok(child) => {
+            Ok(Spawned { child, code_cached }) => {
                 tracing::info!(
-                    "Allocation {id}: {} {} core(s) for {}, executor pid {}",
+                    "Allocation {id}: {} {} core(s) for {}, code {}, executor pid {}",
                     request.sandbox,
                     request.cores,
                     request.client,
+                    if code_cached { "cached" } else { "sent" },
                     child.id()
                 );
                 self.allocations.insert(
@@ -406,6 +408,7 @@ impl Manager {
                 AllocationResponse {
                     status: AllocationStatus::Accepted,
                     allocation_id: id,
+                    code_cached,
                     message: String::new(),
                 }
             }
@@ -546,6 +549,7 @@ fn refuse(status: AllocationStatus, message: String) -> AllocationResponse {
     AllocationResponse {
         status,
         allocation_id: 0,
+        code_cached: false,
         message,
     }
 }

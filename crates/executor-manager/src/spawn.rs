@@ -15,6 +15,8 @@ use rfaas_protocol::control::{
     EXIT_OUT_OF_MEMORY, EXIT_TIME_LIMIT, credential_hex,
 };
 
+use crate::code_cache::{CodeCache, CodeSource};
+
 /// Builds and starts executor processes.
 ///
 /// With spares on, one executor is started ahead of the allocation that will use it: it opens
@@ -32,6 +34,16 @@ pub struct Launcher {
     spare: Option<Child>,
     /// When to start the next spare.
     spare_due: Instant,
+    code_cache: Option<CodeCache>,
+    /// An executor is storing a library in the cache, which may now exceed its capacity.
+    trim_due: bool,
+}
+
+/// An executor started for an allocation.
+pub struct Spawned {
+    pub child: Child,
+    /// It loads the library from the code cache; the client sends nothing.
+    pub code_cached: bool,
 }
 
 /// How long after an allocation the next spare starts. Starting a process takes a core for a
@@ -47,6 +59,7 @@ impl Launcher {
         config: &ExecutorSection,
         verbose: u8,
         spares: bool,
+        code_cache: Option<CodeCache>,
     ) -> Result<Launcher> {
         let beside = std::env::current_exe()
             .ok()
@@ -77,11 +90,13 @@ impl Launcher {
             spares,
             spare: None,
             spare_due: Instant::now(),
+            code_cache,
+            trim_due: false,
         })
     }
 
     /// Starts the executor of one allocation: hands it to the spare if one is waiting, else
-    /// starts a process (fork + exec).
+    /// starts a process (fork + exec). The library comes from the code cache if it has it.
     /// The client's token and `billing_token` never go on a command line, where other users
     /// could read them: a spare reads them from its pipe, a new process from its environment.
     pub fn spawn(
@@ -90,8 +105,14 @@ impl Launcher {
         request: &AllocationRequest,
         manager: SocketAddr,
         billing_token: &Credential,
-    ) -> Result<Child> {
-        let args = self.allocation_args(allocation_id, request, manager);
+    ) -> Result<Spawned> {
+        let source = match &self.code_cache {
+            Some(cache) => cache.source(&request.code_digest, request.sandbox),
+            None => CodeSource::Sent,
+        };
+        let code_cached = matches!(source, CodeSource::Cached(_));
+        self.trim_due |= matches!(source, CodeSource::Store { .. });
+        let args = self.allocation_args(allocation_id, request, manager, &source);
         self.spare_due = Instant::now() + SPARE_DELAY;
         let (client, billing) = (
             credential_hex(&request.token),
@@ -99,7 +120,7 @@ impl Launcher {
         );
         if let Some(spare) = self.take_spare() {
             match hand_over(spare, &client, &billing, &args) {
-                Ok(child) => return Ok(child),
+                Ok(child) => return Ok(Spawned { child, code_cached }),
                 Err(e) => tracing::warn!(
                     "the spare executor could not take allocation {allocation_id} ({e:#}); starting one"
                 ),
@@ -110,8 +131,33 @@ impl Launcher {
             .env(BILLING_TOKEN_ENV, billing)
             .args(self.device_args())
             .args(&args);
-        cmd.spawn()
-            .with_context(|| format!("starting {}", self.executor.display()))
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.executor.display()))?;
+        Ok(Spawned { child, code_cached })
+    }
+
+    /// Evicts from the code cache what no longer fits, once an allocation that stores a
+    /// library has had [`SPARE_DELAY`] to start.
+    pub fn trim_code_cache(&mut self) {
+        if !self.trim_due || Instant::now() < self.spare_due {
+            return;
+        }
+        self.trim_due = false;
+        let Some(cache) = &self.code_cache else {
+            return;
+        };
+        match cache.trim() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                "Evicted {n} least recently used function librar{} from the code cache",
+                if n == 1 { "y" } else { "ies" }
+            ),
+            Err(e) => tracing::warn!(
+                "cannot trim the code cache {}: {e:#}",
+                cache.dir().display()
+            ),
+        }
     }
 
     /// Starts a spare executor if spares are on, none is waiting and it is time.
@@ -166,6 +212,7 @@ impl Launcher {
         allocation_id: u32,
         request: &AllocationRequest,
         manager: SocketAddr,
+        source: &CodeSource,
     ) -> Vec<String> {
         let mut args: Vec<String> = [
             ("--client", request.client.to_string()),
@@ -184,6 +231,18 @@ impl Launcher {
         .into_iter()
         .flat_map(|(flag, value)| [flag.to_owned(), value])
         .collect();
+        match source {
+            CodeSource::Cached(path) => {
+                args.extend(["--code-file".into(), path.display().to_string()]);
+            }
+            CodeSource::Store { path, digest } => args.extend([
+                "--code-digest".into(),
+                credential_hex(digest),
+                "--store-code".into(),
+                path.display().to_string(),
+            ]),
+            CodeSource::Sent => {}
+        }
         if self.pin_threads {
             args.push("--pin-threads".into());
         }

@@ -3,6 +3,7 @@
 //! function library, publishes each thread's input buffer and serves invocations.
 
 mod billing;
+mod code;
 mod meter;
 mod native;
 mod native_memory;
@@ -14,27 +15,29 @@ mod worker;
 use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use function_library::{FunctionLibrary, Kind};
 use rdmalib::{
-    Access, CompletionQueue, Connection, Context, DeviceConfig, DeviceDatabase, Opcode,
-    ProtectionDomain, QpConfig, SendFlags,
+    Access, CompletionQueue, Connection, Context, DeviceConfig, DeviceDatabase, ProtectionDomain,
+    QpConfig, SendFlags,
 };
 use rfaas_protocol::Record;
 use rfaas_protocol::control::{
-    BILLING_TOKEN_ENV, CLIENT_TOKEN_ENV, Credential, EXIT_MANAGER_LOST, Hello, MessageKind,
-    ThreadReady, parse_credential,
+    BILLING_TOKEN_ENV, CLIENT_TOKEN_ENV, CodeDigest, Credential, EXIT_MANAGER_LOST, Hello,
+    MessageKind, ThreadReady, parse_credential,
 };
 use rfaas_protocol::invocation::ReturnCode;
 use rfaas_protocol::invocation::{SEND_QUEUE_DEPTH, connection_receives};
-use rfaas_protocol::mailbox::{CODE_WR_ID, Mailbox, SEND_WR_ID};
+use rfaas_protocol::mailbox::{Mailbox, SEND_WR_ID};
 
 use crate::billing::Billing;
+use crate::code::{Code, CodeOrigin};
 use crate::meter::{Meter, Reading, now_ns};
 use crate::native::{NativeLibrary, NativeSandbox};
 use crate::sandbox::{Sandbox, SlotLayout};
@@ -43,13 +46,6 @@ use crate::worker::{Polling, Worker, answer};
 
 /// Work-request id of the shutdown notices.
 const SHUTDOWN_WR_ID: u64 = u64::MAX - 3;
-
-/// How long the client has to send the code after the executor connected.
-const CODE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the executor polls for the code before it sleeps: the code follows the
-/// connection within a millisecond or two, and a sleep and wake-up would add to every cold
-/// start.
-const CODE_EAGER_WAIT: Duration = Duration::from_millis(50);
 
 /// Serves one allocation: connects to the client, loads its code, runs its invocations.
 #[derive(Parser, Debug)]
@@ -96,9 +92,23 @@ struct Args {
     /// Pin thread i to core i.
     #[arg(long)]
     pin_threads: bool,
+    /// Load the function library from this file (the manager's code cache) instead of
+    /// receiving it from the client.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["code_digest", "store_code"])]
+    code_file: Option<PathBuf>,
+    /// The SHA-256 (64 hex digits) that the library the client sends must have.
+    #[arg(long, value_name = "HEX", value_parser = parse_digest)]
+    code_digest: Option<CodeDigest>,
+    /// Store the library the client sends in this file (the manager's code cache).
+    #[arg(long, value_name = "PATH", requires = "code_digest")]
+    store_code: Option<PathBuf>,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+fn parse_digest(hex: &str) -> Result<CodeDigest, String> {
+    parse_credential(hex).ok_or_else(|| "expected 64 hex digits".to_string())
 }
 
 /// A spare executor, started by the executor manager before any allocation needs it: it
@@ -249,23 +259,31 @@ fn serve(
         args.client
     );
 
-    let (code, library) = receive_code(
-        pd,
-        &threads[0].0,
-        &threads[0].1,
-        args.code_size,
-        args.sandbox,
-    )
-    .inspect_err(|e| report_failure(pd, &threads, &format!("{e:#}")))?;
-    let sandboxes: Vec<Box<dyn Sandbox>> = match build_sandboxes(pd, &code, &library, layout, args)
-    {
+    let origin = CodeOrigin {
+        file: args.code_file.as_deref(),
+        digest: args.code_digest,
+        store: args.store_code.as_deref(),
+        size: args.code_size,
+        kind: args.sandbox,
+    };
+    let code = origin
+        .obtain(pd, &threads[0].0, &threads[0].1)
+        .inspect_err(|e| report_failure(pd, &threads, &format!("{e:#}")))?;
+    let loading = Instant::now();
+    let sandboxes: Vec<Box<dyn Sandbox>> = match build_sandboxes(pd, &code, layout, args) {
         Ok(s) => s,
         Err(e) => {
             report_failure(pd, &threads, &format!("{e:#}"));
             return Err(e);
         }
     };
-    drop(code);
+    tracing::info!(
+        "Loaded the library into {} sandbox(es) in {:.3} ms",
+        args.cores,
+        loading.elapsed().as_secs_f64() * 1e3
+    );
+    let library = code.library.clone();
+    let storing = origin.store(code);
 
     let (workers, ended) = spawn_workers(threads, sandboxes, pd, layout, &library, args)?;
     if args.sandbox == Kind::Native && args.time_limit_ms > 0 {
@@ -288,6 +306,9 @@ fn serve(
         total.hot_polling_ns as f64 / 1e6,
         total.execution_ns as f64 / 1e6
     );
+    if let Some(storing) = storing {
+        let _ = storing.join();
+    }
     Ok(())
 }
 
@@ -440,46 +461,19 @@ fn credential_from_env(var: &str) -> Result<Credential> {
     parse_credential(&hex).with_context(|| format!("{var} does not hold 64 hex digits"))
 }
 
-/// Receives the function library on thread 0's connection and inspects it.
-fn receive_code(
-    pd: &rdmalib::ProtectionDomain,
-    conn: &Connection,
-    cq: &CompletionQueue,
-    code_size: u32,
-    kind: Kind,
-) -> Result<(Vec<u8>, FunctionLibrary)> {
-    if code_size == 0 {
-        bail!("the allocation announces an empty function library");
-    }
-    let buf = pd.register(code_size as usize, Access::LOCAL_WRITE)?;
-    conn.post_recv(CODE_WR_ID, buf.sge(0, code_size as usize)?)?;
-    let wc = cq
-        .wait_one_eager(CODE_EAGER_WAIT, Some(CODE_TIMEOUT))?
-        .with_context(|| format!("the client sent no code within {CODE_TIMEOUT:?}"))?;
-    if !wc.is_ok() || wc.opcode != Some(Opcode::Recv) || wc.imm != Some(MessageKind::Code as u32) {
-        bail!("expected the function library from the client, got {wc:?}");
-    }
-    let mut code = vec![0u8; wc.byte_len as usize];
-    buf.read(0, &mut code)?;
-    let library = FunctionLibrary::inspect_as(&code, kind)?;
-    tracing::info!(
-        "Received {} bytes of {kind} code with functions {:?}",
-        code.len(),
-        library.functions()
-    );
-    Ok((code, library))
-}
-
 fn build_sandboxes(
     pd: &rdmalib::ProtectionDomain,
-    code: &[u8],
-    library: &FunctionLibrary,
+    code: &Code,
     layout: SlotLayout,
     args: &Args,
 ) -> Result<Vec<Box<dyn Sandbox>>> {
+    let library = &code.library;
     match args.sandbox {
         Kind::Native => {
-            let lib = NativeLibrary::load(code, library.functions(), args.max_payload)?;
+            let lib = match &code.cached {
+                Some(path) => NativeLibrary::open(path, library.functions(), args.max_payload)?,
+                None => NativeLibrary::load(&code.bytes, library.functions(), args.max_payload)?,
+            };
             let sandboxes = (0..args.cores)
                 .map(|_| {
                     Ok(Box::new(NativeSandbox::new(lib.clone(), pd, layout)?) as Box<dyn Sandbox>)
@@ -496,7 +490,7 @@ fn build_sandboxes(
                 time_limit_ms: args.time_limit_ms,
                 memory_mb: args.memory_mb,
             };
-            wasm::build_wasm_sandboxes(pd, code, library, layout, args.cores, options)
+            wasm::build_wasm_sandboxes(pd, &code.bytes, library, layout, args.cores, options)
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The native sandbox: the shipped shared library is written to a memfd and dlopened from
-//! there; functions run on the registered input buffer in place.
+//! there (or dlopened from the manager's code cache); functions run on the registered input buffer in place.
 //!
 //! Native code is not isolated: a function that crashes takes the executor process down (the
 //! manager reports it to the client), and one that writes past its output slot corrupts this
@@ -8,6 +8,7 @@
 use std::ffi::c_void;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
@@ -43,9 +44,14 @@ impl NativeLibrary {
             .write_all(code)
             .context("writing the function library to a memfd")?;
         let path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
+        Self::open(Path::new(&path), names, output_capacity)
+    }
+
+    /// Loads the library in the file at `path`, as [`load`](Self::load) does its bytes.
+    pub fn open(path: &Path, names: &[String], output_capacity: u32) -> Result<Arc<NativeLibrary>> {
         // SAFETY: loading a library runs its initialisers. That is the point of a native
         // allocation: the client chose to run this code here, in a process of its own.
-        let library = unsafe { libloading::Library::new(&path) }
+        let library = unsafe { libloading::Library::new(path) }
             .map_err(|e| anyhow::anyhow!("dlopen of the shipped library failed: {e}"))?;
         let mut functions = Vec::with_capacity(names.len());
         for name in names {

@@ -10,7 +10,7 @@ use function_library::Kind;
 use crate::record::{Field, ProtocolError, Reader, Writer, record, wire_enum};
 
 /// Version of the control protocol; both ends of every connection must speak the same.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 const MAGIC: [u8; 4] = *b"RFAS";
 
 /// The start of every [`Hello`]: the magic and [`PROTOCOL_VERSION`], checked before anything
@@ -137,6 +137,15 @@ pub fn parse_credential(hex: &str) -> Option<Credential> {
     Some(c)
 }
 
+/// The SHA-256 of a function library: what names it in an executor manager's code cache.
+pub type CodeDigest = [u8; 32];
+
+/// The [`CodeDigest`] of `code`.
+pub fn code_digest(code: &[u8]) -> CodeDigest {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(code).into()
+}
+
 /// A fresh random credential (from the kernel's random source).
 pub fn random_credential() -> std::io::Result<Credential> {
     use std::io::Read;
@@ -223,6 +232,9 @@ record! {
         pub max_payload: u32,
         /// Size of the function library the client will send.
         pub code_size: u32,
+        /// Its [`CodeDigest`]: a manager that has the library cached answers
+        /// [`AllocationResponse::code_cached`] and the client sends nothing.
+        pub code_digest: CodeDigest,
         /// Memory in MiB.
         pub memory_mb: u32,
         /// Sandbox of the code.
@@ -264,6 +276,9 @@ record! {
         pub status: AllocationStatus,
         /// Id of the new allocation (executors present it when connecting back).
         pub allocation_id: u32,
+        /// The executor loads the library from the manager's code cache: the client does not
+        /// send it.
+        pub code_cached: bool,
         /// Explanation for a refusal.
         pub message: String,
     }
@@ -554,6 +569,7 @@ mod tests {
             hot_timeout_ms: -1,
             max_payload: 1 << 20,
             code_size: 12345,
+            code_digest: code_digest(b"library"),
             memory_mb: 256,
             sandbox: Kind::Wasm,
             time_limit_ms: 1000,

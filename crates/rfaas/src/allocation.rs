@@ -103,23 +103,30 @@ impl Handshake<'_> {
         ))
     }
 
-    /// Sends the code to thread 0 and collects every thread's announcement (in thread order).
+    /// Sends the code to thread 0, unless `code` is `None` (the executor loads it from the
+    /// manager's code cache), and collects every thread's announcement (in thread order).
     pub(crate) fn ship_code(
         &self,
-        code: &[u8],
+        code: Option<&[u8]>,
         first: &Connection,
         send_cq: &CompletionQueue,
         recv_cq: &CompletionQueue,
         ready_buf: &MemoryRegion,
     ) -> Result<Vec<ThreadReady>> {
-        let code_mr = self.pd.register(code.len(), Access::LOCAL_WRITE)?;
-        code_mr.write(0, code)?;
-        first.post_send(
-            CODE_WR_ID,
-            code_mr.sge(0, code.len())?,
-            Some(MessageKind::Code as u32),
-            SendFlags::SIGNALED,
-        )?;
+        let _code_mr = match code {
+            Some(code) => {
+                let code_mr = self.pd.register(code.len(), Access::LOCAL_WRITE)?;
+                code_mr.write(0, code)?;
+                first.post_send(
+                    CODE_WR_ID,
+                    code_mr.sge(0, code.len())?,
+                    Some(MessageKind::Code as u32),
+                    SendFlags::SIGNALED,
+                )?;
+                Some(code_mr)
+            }
+            None => None,
+        };
         let lost = |wc: &Completion| {
             let exit = self.manager.wait_exit(self.allocation_id);
             Error::ExecutorLost(
@@ -129,7 +136,7 @@ impl Handshake<'_> {
         let waiting = Instant::now();
         let deadline = waiting + self.spec.timeout;
         let mut ready: Vec<Option<ThreadReady>> = (0..self.spec.cores).map(|_| None).collect();
-        let mut code_sent = false;
+        let mut code_sent = code.is_none();
         while ready.iter().any(Option::is_none) {
             self.manager.check_exit(self.allocation_id)?;
             while let Some(wc) = send_cq.poll_one()? {
@@ -219,13 +226,13 @@ impl ManagerLink {
         Ok(ManagerLink { conn, cq, mailbox })
     }
 
-    /// Sends the allocation request; the allocation id when the manager accepts it.
+    /// Sends the allocation request; the manager's answer when it accepts it.
     pub(crate) fn request(
         &self,
         request: &AllocationRequest,
         lease: &Lease,
         timeout: Duration,
-    ) -> Result<u32> {
+    ) -> Result<AllocationResponse> {
         self.mailbox.send(
             &self.conn,
             MessageKind::AllocationRequest,
@@ -253,7 +260,7 @@ impl ManagerLink {
                 response.status, response.message
             )));
         }
-        Ok(response.allocation_id)
+        Ok(response)
     }
 
     /// Fails if the manager reported that our executor exited.

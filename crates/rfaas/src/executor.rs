@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdmalib::{Access, QpConfig};
-use rfaas_protocol::control::{AllocationRequest, random_credential};
+use rfaas_protocol::control::{AllocationRequest, code_digest, random_credential};
 use rfaas_protocol::invocation::{SEND_QUEUE_DEPTH, connection_receives};
 
 use crate::allocation::{Handshake, ManagerLink};
@@ -68,13 +68,15 @@ impl Executor {
             hot_timeout_ms: spec.hot_timeout_ms,
             max_payload: spec.max_payload,
             code_size: code.len() as u32,
+            code_digest: code_digest(code),
             memory_mb: spec.memory_mb,
             sandbox,
             time_limit_ms: spec.time_limit_ms,
             client: listener.local_addr(),
             token,
         };
-        let allocation_id = manager.request(&request, lease, spec.timeout)?;
+        let accepted = manager.request(&request, lease, spec.timeout)?;
+        let allocation_id = accepted.allocation_id;
         times.submit = started.elapsed() - times.connect;
         tracing::debug!("allocation {allocation_id} accepted by {}", lease.node);
 
@@ -96,7 +98,13 @@ impl Executor {
         };
         let (conns, ready_buf) = handshake.accept_threads(&listener, &qp)?;
         times.spawn_connect = started.elapsed() - times.connect - times.submit;
-        let ready = handshake.ship_code(code, &conns[0], &send_cq, &recv_cq, &ready_buf)?;
+        let ready = handshake.ship_code(
+            (!accepted.code_cached).then_some(code),
+            &conns[0],
+            &send_cq,
+            &recv_cq,
+            &ready_buf,
+        )?;
 
         let empty = pd.register(1, Access::LOCAL_WRITE)?;
         let mut threads = Vec::with_capacity(conns.len());
@@ -141,10 +149,15 @@ impl Executor {
             .spawn(move || background_poller(&poller_inner))
             .map_err(|e| Error::InvalidArgument(format!("cannot start the result poller: {e}")))?;
         tracing::info!(
-            "Allocated {} {} executor thread(s) on {} (allocation {allocation_id}) in {:.3} ms",
+            "Allocated {} {} executor thread(s) on {} (allocation {allocation_id}, code {}) in {:.3} ms",
             spec.cores,
             sandbox,
             lease.node,
+            if accepted.code_cached {
+                "cached there"
+            } else {
+                "sent"
+            },
             started.elapsed().as_secs_f64() * 1e3
         );
         Ok(Executor {

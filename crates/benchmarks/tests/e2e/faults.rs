@@ -232,6 +232,7 @@ fn a_client_gone_before_its_executor_connects_back() {
         hot_timeout_ms: 0,
         max_payload: 64,
         code_size: 1000,
+        code_digest: [0; 32],
         memory_mb: 256,
         sandbox: rfaas::Kind::Native,
         time_limit_ms: 0,

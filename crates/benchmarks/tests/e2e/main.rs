@@ -6,6 +6,7 @@
 //! device and its address (as `tools/softroce.sh` sets them). `tools/test.sh` runs the suite on
 //! tcp, on shm, and on verbs in the SoftRoCE guest.
 
+mod code_cache;
 mod deployment;
 mod faults;
 mod functions;
