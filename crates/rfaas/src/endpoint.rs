@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use rdmalib::{Context, DeviceConfig};
+use rfaas_protocol::control::CodeDigest;
 
+use crate::digests::CodeDigests;
 use crate::error::Result;
 
 /// An opened device that leases and allocations share: one device context for a client,
@@ -11,6 +13,7 @@ use crate::error::Result;
 #[derive(Clone)]
 pub struct Endpoint {
     ctx: Arc<Context>,
+    digests: Arc<CodeDigests>,
 }
 
 impl Endpoint {
@@ -18,6 +21,7 @@ impl Endpoint {
     pub fn open(device: &DeviceConfig) -> Result<Endpoint> {
         Ok(Endpoint {
             ctx: Arc::new(Context::open(device)?),
+            digests: Arc::default(),
         })
     }
 
@@ -29,6 +33,11 @@ impl Endpoint {
     /// The device this endpoint was opened on.
     pub fn device(&self) -> &DeviceConfig {
         self.ctx.device()
+    }
+
+    /// The SHA-256 of a function library, computed once per library this endpoint ships.
+    pub(crate) fn code_digest(&self, code: &[u8]) -> CodeDigest {
+        self.digests.digest(code)
     }
 
     /// A reference to the context that keeps it open.

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdmalib::{Access, QpConfig};
-use rfaas_protocol::control::{AllocationRequest, code_digest, random_credential};
+use rfaas_protocol::control::{AllocationRequest, random_credential};
 use rfaas_protocol::invocation::{SEND_QUEUE_DEPTH, connection_receives};
 
 use crate::allocation::{Handshake, ManagerLink};
@@ -68,7 +68,7 @@ impl Executor {
             hot_timeout_ms: spec.hot_timeout_ms,
             max_payload: spec.max_payload,
             code_size: code.len() as u32,
-            code_digest: code_digest(code),
+            code_digest: endpoint.code_digest(code),
             memory_mb: spec.memory_mb,
             sandbox,
             time_limit_ms: spec.time_limit_ms,

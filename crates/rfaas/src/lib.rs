@@ -34,6 +34,7 @@
 mod allocation;
 mod buffers;
 mod calls;
+mod digests;
 mod endpoint;
 mod error;
 mod executor;
