@@ -3,7 +3,6 @@
 //! (`--code-digest`) must have that SHA-256; with `--store-code` it is then stored in the
 //! cache for the allocations after this one.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,6 +12,8 @@ use function_library::{FunctionLibrary, Kind};
 use rdmalib::{Access, CompletionQueue, Connection, Opcode, ProtectionDomain};
 use rfaas_protocol::control::{CodeDigest, MessageKind, code_digest};
 use rfaas_protocol::mailbox::CODE_WR_ID;
+
+use crate::atomic_file;
 
 /// How long the client has to send the code after the executor connected.
 const CODE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,12 +92,9 @@ impl CodeOrigin<'_> {
     /// handle before the process ends, or the entry may not be there.
     pub fn store(&self, code: Code) -> Option<JoinHandle<()>> {
         let path = self.store?.to_path_buf();
-        if code.cached.is_some() {
-            return None;
-        }
         let spawned = std::thread::Builder::new()
             .name("code-cache".into())
-            .spawn(move || match write_atomically(&path, &code.bytes) {
+            .spawn(move || match atomic_file::write(&path, &code.bytes) {
                 Ok(()) => tracing::debug!("stored the library in {}", path.display()),
                 Err(e) => tracing::warn!(
                     "could not store the library in the code cache as {}: {e:#}",
@@ -134,24 +132,4 @@ fn receive(
     let mut bytes = vec![0u8; wc.byte_len as usize];
     buf.read(0, &mut bytes)?;
     Ok(bytes)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it to `path`: a
-/// reader sees the whole file or none.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .context("a cache entry's path names a file")?
-        .to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    Ok(written?)
 }

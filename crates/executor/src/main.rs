@@ -2,6 +2,7 @@
 //! executor manager (or by hand, for debugging), it connects back to the client, receives the
 //! function library, publishes each thread's input buffer and serves invocations.
 
+mod atomic_file;
 mod billing;
 mod code;
 mod meter;

@@ -14,9 +14,7 @@
 
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -140,10 +138,9 @@ fn compile(engine: &Engine, code: &[u8]) -> Result<(Module, Duration)> {
     Ok((module, started.elapsed()))
 }
 
-/// Writes `module` to `path` atomically (temporary file, sync, rename).
+/// Writes `module` to `path` atomically, creating the cache directory if need be.
 fn store(module: &Module, dir: &Path, path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -151,22 +148,5 @@ fn store(module: &Module, dir: &Path, path: &Path) -> Result<()> {
     let bytes = module
         .serialize()
         .map_err(|e| anyhow::anyhow!("serializing the module: {e:#}"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        path.file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("module"),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    Ok(result?)
+    Ok(crate::atomic_file::write(path, &bytes)?)
 }
