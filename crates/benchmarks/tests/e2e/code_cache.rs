@@ -17,22 +17,26 @@ fn a_library_is_sent_once_then_loaded_from_the_managers_code_cache() {
     let dir = TempDir::new("code-cache");
     let cache = dir.path("code");
     let manager = local_manager_with(&dir, &["--code-cache", arg(&cache)]);
+    // Allocates, checks one echo, and that the manager logged `needle` for this allocation.
+    let allocate_once = |code: &[u8], needle: &str, fill: u8, size: usize| {
+        let before = manager.log().matches(needle).count();
+        let executor = allocate(&manager, code, &AllocationSpec::default()).unwrap();
+        echo_once(&executor, fill, size).unwrap();
+        drop(executor);
+        assert_eq!(
+            manager.log().matches(needle).count(),
+            before + 1,
+            "{}",
+            manager.log()
+        );
+    };
     for (library, extension) in [(native_library(), "so"), (wasm_library(), "wasm")] {
         let code = std::fs::read(&library).unwrap();
         let entry = cache.join(format!(
             "{}.{extension}",
             credential_hex(&code_digest(&code))
         ));
-        let sent_before = manager.log().matches(", code sent").count();
-        let first = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
-        echo_once(&first, 3, 100).unwrap();
-        drop(first);
-        assert_eq!(
-            manager.log().matches(", code sent").count(),
-            sent_before + 1,
-            "{}",
-            manager.log()
-        );
+        allocate_once(&code, ", code sent", 3, 100);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !entry.is_file() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -43,16 +47,7 @@ fn a_library_is_sent_once_then_loaded_from_the_managers_code_cache() {
             "{} holds the library",
             entry.display()
         );
-        let cached_before = manager.log().matches(", code cached").count();
-        let second = allocate(&manager, &code, &AllocationSpec::default()).unwrap();
-        echo_once(&second, 4, 1000).unwrap();
-        drop(second);
-        assert_eq!(
-            manager.log().matches(", code cached").count(),
-            cached_before + 1,
-            "{}",
-            manager.log()
-        );
+        allocate_once(&code, ", code cached", 4, 1000);
     }
 
     let uncached = TempDir::new("no-code-cache");
