@@ -32,10 +32,21 @@ const RM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// each try may take (the event loop waits for it).
 const RM_RETRY: Duration = Duration::from_secs(1);
 const RM_RETRY_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long an allocation naming a lease this manager has not heard of waits for the resource
+/// manager's notice. The notice is sent before the client learns of its lease, and the client
+/// still has to connect here, so it is late only on a machine too busy to run its threads.
+const NOTICE_WAIT: Duration = Duration::from_millis(250);
 
 struct Client {
     conn: Connection,
     mailbox: Mailbox,
+}
+
+/// An allocation request whose lease has not been announced yet.
+struct AwaitingNotice {
+    client_qp: u32,
+    request: AllocationRequest,
+    until: Instant,
 }
 
 struct Allocation {
@@ -70,6 +81,7 @@ pub struct Manager {
     unacked_bills: Unacked,
     /// Announced leases not used yet, kept while the link is down.
     carried_leases: HashMap<u32, KnownLease>,
+    awaiting_notice: Vec<AwaitingNotice>,
     launcher: Launcher,
     use_docker: bool,
     /// Sleep on the completion channel when idle (`rdma-sleep`), else poll.
@@ -122,6 +134,7 @@ impl Manager {
             rm_retry_at: Instant::now(),
             unacked_bills: Unacked::new(),
             carried_leases: HashMap::new(),
+            awaiting_notice: Vec::new(),
             launcher,
             use_docker: config.executor.use_docker,
             sleep: config.config.rdma_sleep,
@@ -173,12 +186,9 @@ impl Manager {
         Ok(())
     }
 
-    /// Handles client messages and the resource manager's; whether there were any.
+    /// Handles the resource manager's messages and then the clients'; whether there were any.
+    /// Lease notices go first, so a request that arrived with its lease's notice finds it.
     fn poll_messages(&mut self, wcs: &mut [Completion]) -> Result<bool> {
-        let n = self.recv_cq.poll(wcs)?;
-        for wc in &wcs[..n] {
-            self.on_message(wc);
-        }
         let mut from_link = false;
         if let Some(link) = &mut self.resource_manager {
             match link.poll(&mut self.unacked_bills) {
@@ -194,7 +204,44 @@ impl Manager {
                 }
             }
         }
+        self.answer_awaiting();
+        let n = self.recv_cq.poll(wcs)?;
+        for wc in &wcs[..n] {
+            self.on_message(wc);
+        }
         Ok(n > 0 || from_link)
+    }
+
+    /// Whether `request` names a lease the resource manager has not announced here yet.
+    fn lease_unannounced(&self, request: &AllocationRequest) -> bool {
+        self.resource_manager
+            .as_ref()
+            .is_some_and(|link| !link.leases.contains_key(&request.lease_id))
+    }
+
+    /// Answers the requests whose lease was announced since, that waited long enough (they are
+    /// refused), or whose resource manager link broke (leases cannot be checked then); drops
+    /// those whose client left.
+    fn answer_awaiting(&mut self) {
+        if self.awaiting_notice.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.awaiting_notice)
+            .into_iter()
+            .partition(|a| now >= a.until || !self.lease_unannounced(&a.request));
+        self.awaiting_notice = waiting;
+        for a in ready {
+            if !self.clients.contains_key(&a.client_qp) {
+                continue;
+            }
+            let response = self.allocate(a.client_qp, &a.request);
+            self.send(
+                a.client_qp,
+                MessageKind::AllocationResponse,
+                &response.encode(),
+            );
+        }
     }
 
     fn on_event(&mut self, event: CmEvent) {
@@ -297,6 +344,20 @@ impl Manager {
             }
         };
         let response = match (message.kind, AllocationRequest::decode(&message.payload)) {
+            (Some(MessageKind::AllocationRequest), Ok(request))
+                if self.lease_unannounced(&request) =>
+            {
+                tracing::info!(
+                    "Allocation request from {peer} for lease {} came before its notice; waiting up to {NOTICE_WAIT:?}",
+                    request.lease_id
+                );
+                self.awaiting_notice.push(AwaitingNotice {
+                    client_qp: wc.qp_num,
+                    request,
+                    until: Instant::now() + NOTICE_WAIT,
+                });
+                return;
+            }
             (Some(MessageKind::AllocationRequest), Ok(request)) => {
                 self.allocate(wc.qp_num, &request)
             }

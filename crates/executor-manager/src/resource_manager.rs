@@ -1,7 +1,7 @@
 //! The manager's link to the resource manager: registration with the shared secret, then the
 //! bills not acknowledged yet and the list of leases still held (so that a resource manager that
-//! restarted can reconcile them), lease notices (acknowledged before the resource manager
-//! answers the client), closed leases with their billing (kept until the resource manager says
+//! restarted can reconcile them), lease notices (sent before the resource manager answers the
+//! client), closed leases with their billing (kept until the resource manager says
 //! it stored them), and a heartbeat every [`HEARTBEAT_INTERVAL`]. Heartbeats unacknowledged for
 //! [`HEARTBEAT_TIMEOUT`] mean the resource manager is gone (or the link to it is cut): the link
 //! reports itself broken and the manager registers again.
@@ -17,7 +17,7 @@ use rdmalib::{
 use rfaas_protocol::Record;
 use rfaas_protocol::config::ManagerSection;
 use rfaas_protocol::control::{
-    BillRecorded, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseAck, LeaseClosed, LeaseNotice,
+    BillRecorded, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseClosed, LeaseNotice,
     LeasesHeld, MessageKind, NodeRegistration,
 };
 use rfaas_protocol::mailbox::Mailbox;
@@ -241,7 +241,6 @@ impl ResourceManagerLink {
                             announced: Instant::now(),
                         },
                     );
-                    self.send(MessageKind::LeaseAck, &LeaseAck { ..notice }.encode())?;
                 }
                 (kind, _) => {
                     tracing::warn!("unexpected message from the resource manager: {kind:?}")

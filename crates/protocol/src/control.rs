@@ -10,7 +10,7 @@ use function_library::Kind;
 use crate::record::{Field, ProtocolError, Reader, Writer, record, wire_enum};
 
 /// Version of the control protocol; both ends of every connection must speak the same.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 const MAGIC: [u8; 4] = *b"RFAS";
 
 /// The start of every [`Hello`]: the magic and [`PROTOCOL_VERSION`], checked before anything
@@ -176,8 +176,6 @@ wire_enum! {
         LeaseResponse = 8,
         /// [`LeaseNotice`], resource manager → manager.
         LeaseNotice = 9,
-        /// [`LeaseAck`], manager → resource manager.
-        LeaseAck = 10,
         /// [`LeaseClosed`], manager → resource manager.
         LeaseClosed = 11,
         /// An empty message, manager → resource manager, every [`HEARTBEAT_INTERVAL`]: the
@@ -446,8 +444,8 @@ record! {
 }
 
 record! {
-    /// The resource manager tells a node's manager about a lease before the client arrives;
-    /// the manager answers with the same record as its [`LeaseAck`].
+    /// The resource manager tells a node's manager about a lease before it answers the client;
+    /// the manager does not answer (a request that comes first waits for the notice).
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct LeaseNotice("lease notice") {
         /// The lease.
@@ -458,9 +456,6 @@ record! {
         pub memory_mb: u32,
     }
 }
-
-/// A manager's confirmation that it knows a lease.
-pub type LeaseAck = LeaseNotice;
 
 record! {
     /// A manager reports a lease's end with its billing.

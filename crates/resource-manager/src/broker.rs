@@ -1,6 +1,6 @@
 //! The RDMA side of the resource manager: executor managers register with the shared secret
-//! and list the leases they still hold, clients ask for leases, managers confirm leases and
-//! report them closed with billing, which is acknowledged once stored.
+//! and list the leases they still hold, clients ask for leases, managers hear of each lease
+//! before its client does and report it closed with billing, which is acknowledged once stored.
 //!
 //! Managers send a heartbeat every [`HEARTBEAT_INTERVAL`]; one that has not been heard from for
 //! [`HEARTBEAT_TIMEOUT`] (killed, its link cut, its host gone) is dropped like one that
@@ -18,7 +18,7 @@ use rdmalib::{
 };
 use rfaas_protocol::config::Secret;
 use rfaas_protocol::control::{
-    BillRecorded, Credential, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseAck, LeaseClosed,
+    BillRecorded, Credential, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseClosed,
     LeaseNotice, LeaseRequest, LeaseResponse, LeaseStatus, LeasesHeld, MessageKind,
     NodeRegistration, Role, credentials_match,
 };
@@ -52,15 +52,8 @@ struct Peer {
     last_heard: Instant,
 }
 
-/// A lease granted in the registry whose manager has not confirmed it yet.
-struct Pending {
-    client_qp: u32,
-    grant: Grant,
-}
-
 pub struct Broker {
     peers: HashMap<u32, Peer>,
-    pending: HashMap<u32, Pending>,
     /// Managers that registered a node the registry does not know (yet).
     unknown_nodes: HashMap<u32, String>,
     registry: Registry,
@@ -98,7 +91,6 @@ impl Broker {
         tracing::info!("Begin listening at {addr} and processing events!");
         Ok(Broker {
             peers: HashMap::new(),
-            pending: HashMap::new(),
             unknown_nodes: HashMap::new(),
             registry,
             secret: secret.digest(),
@@ -243,7 +235,7 @@ impl Broker {
     }
 
     /// Forgets the peer on `qp_num` (closing its connection); if it was a registered manager,
-    /// releases its node's leases and fails the lease requests waiting for it.
+    /// releases its node's leases.
     fn manager_gone(&mut self, qp_num: u32, why: &str) {
         self.unknown_nodes.remove(&qp_num);
         let Some(peer) = self.peers.remove(&qp_num) else {
@@ -274,20 +266,6 @@ impl Broker {
                 "The executor manager of node {node} ({from}) {why}; releasing its leases: {e}"
             ),
         }
-        let orphaned: Vec<u32> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.grant.node == node)
-            .map(|(id, _)| *id)
-            .collect();
-        for lease_id in orphaned {
-            if let Some(p) = self.pending.remove(&lease_id) {
-                self.answer(
-                    p.client_qp,
-                    &failed(format!("the manager of node {node} went away")),
-                );
-            }
-        }
     }
 
     fn on_message(&mut self, wc: &Completion) {
@@ -311,9 +289,6 @@ impl Broker {
         let outcome = match (message.kind, is_manager) {
             (Some(MessageKind::NodeRegistration), true) => {
                 NodeRegistration::decode(&raw).map(|r| self.register(wc.qp_num, r.node))
-            }
-            (Some(MessageKind::LeaseAck), true) => {
-                LeaseAck::decode(&raw).map(|ack| self.confirmed(ack))
             }
             (Some(MessageKind::LeaseClosed), true) => {
                 LeaseClosed::decode(&raw).map(|c| self.closed(wc.qp_num, c))
@@ -450,61 +425,50 @@ impl Broker {
             Kind::Manager { node: Some(n), .. } if *n == grant.node => Some(*qp),
             _ => None,
         });
+        let Some(manager) = manager else {
+            let why = format!("the manager of node {} is not connected", grant.node);
+            return self.withdraw(client_qp, &grant, why);
+        };
+        let Ok(address) = format!("{}:{}", grant.ip_address, grant.port).parse::<SocketAddr>()
+        else {
+            let why = format!("node {} has an invalid address", grant.node);
+            return self.withdraw(client_qp, &grant, why);
+        };
+        // The notice goes first, so it reaches the manager long before the client, which has
+        // yet to connect there; a manager asked to allocate on a lease it has not heard of yet
+        // waits a moment for the notice.
         let notice = LeaseNotice {
             lease_id: grant.lease_id,
             cores: request.cores,
             memory_mb: request.memory_mb,
         };
-        match manager {
-            Some(qp) => {
-                self.send(qp, MessageKind::LeaseNotice, &notice.encode());
-                self.pending
-                    .insert(grant.lease_id, Pending { client_qp, grant });
-            }
-            None => {
-                let _ = self.registry.release(grant.lease_id);
-                self.answer(
-                    client_qp,
-                    &failed(format!(
-                        "the manager of node {} is not connected",
-                        grant.node
-                    )),
-                );
-            }
+        if !self.send(manager, MessageKind::LeaseNotice, &notice.encode()) {
+            let why = format!("the manager of node {} could not be told", grant.node);
+            return self.withdraw(client_qp, &grant, why);
         }
+        tracing::info!(
+            "Lease {}: {} core(s), {} MiB on {} granted",
+            grant.lease_id,
+            grant.cores,
+            grant.memory,
+            grant.node
+        );
+        let response = LeaseResponse {
+            status: LeaseStatus::Granted,
+            lease_id: grant.lease_id,
+            node: grant.node,
+            manager: address,
+            cores: request.cores,
+            memory_mb: request.memory_mb,
+            message: String::new(),
+        };
+        self.answer(client_qp, &response);
     }
 
-    fn confirmed(&mut self, ack: LeaseNotice) {
-        let Some(p) = self.pending.remove(&ack.lease_id) else {
-            tracing::warn!(
-                "a manager confirmed lease {}, which is not pending",
-                ack.lease_id
-            );
-            return;
-        };
-        let manager = format!("{}:{}", p.grant.ip_address, p.grant.port).parse::<SocketAddr>();
-        let response = match manager {
-            Ok(manager) => {
-                tracing::info!(
-                    "Lease {}: {} core(s), {} MiB on {} granted",
-                    p.grant.lease_id,
-                    p.grant.cores,
-                    p.grant.memory,
-                    p.grant.node
-                );
-                LeaseResponse {
-                    status: LeaseStatus::Granted,
-                    lease_id: p.grant.lease_id,
-                    node: p.grant.node.clone(),
-                    manager,
-                    cores: ack.cores,
-                    memory_mb: ack.memory_mb,
-                    message: String::new(),
-                }
-            }
-            Err(_) => failed(format!("node {} has an invalid address", p.grant.node)),
-        };
-        self.answer(p.client_qp, &response);
+    /// Releases `grant`, which could not be handed out, and tells the client why.
+    fn withdraw(&mut self, client_qp: u32, grant: &Grant, why: String) {
+        let _ = self.registry.release(grant.lease_id);
+        self.answer(client_qp, &failed(why));
     }
 
     fn closed(&mut self, manager_qp: u32, c: LeaseClosed) {
@@ -554,13 +518,17 @@ impl Broker {
         self.send(client_qp, MessageKind::LeaseResponse, &response.encode());
     }
 
-    fn send(&mut self, qp_num: u32, kind: MessageKind, payload: &[u8]) {
+    /// Sends to the peer on `qp_num`; whether the send was posted (a failure is logged).
+    fn send(&mut self, qp_num: u32, kind: MessageKind, payload: &[u8]) -> bool {
         let Some(peer) = self.peers.get(&qp_num) else {
-            return;
+            return false;
         };
-        let sent = peer.mailbox.send(&peer.conn, kind, payload);
-        if let Err(e) = sent {
-            tracing::warn!("could not send {kind:?} to {}: {e}", peer.conn.peer_addr());
+        match peer.mailbox.send(&peer.conn, kind, payload) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("could not send {kind:?} to {}: {e}", peer.conn.peer_addr());
+                false
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod deployment;
 mod faults;
 mod functions;
 mod harness;
+mod lease_notice;
 mod native;
 mod persistence;
 mod wasm;
