@@ -1,6 +1,6 @@
 //! The digests of the function libraries an endpoint has shipped. Allocating the same library
-//! again compares its bytes with the remembered copy, which is several times cheaper than
-//! hashing them again (SHA-256 of a 313 KB library takes about 0.2 ms with SHA-NI).
+//! again compares its bytes with the remembered copy instead of hashing them again: for a
+//! 313 KB library, 6 µs instead of 0.21 ms (SHA-256 with SHA-NI).
 
 use std::sync::Mutex;
 
