@@ -44,7 +44,8 @@ failed=0
 # Records a suite's outcome from its log: the sums of libtest's "test result:" lines.
 record() { # provider, suite, log, exit status
   local counts
-  counts=$(awk '/^test result:/ { p += $4; f += $6; i += $8 }
+  counts=$(awk '{ sub(/^[0-9][0-9]:[0-9][0-9]:[0-9][0-9] /, "") }
+    /^test result:/ { p += $4; f += $6; i += $8 }
     END { printf "%4d passed %4d failed %4d ignored", p, f, i }' "$3")
   if [ "$4" != 0 ]; then
     counts+="  FAILED (exit $4)"
@@ -121,8 +122,11 @@ if [ $verbs = 1 ]; then
   two_process=$(test_binary rdmalib two_process)
   loopback=$(test_binary rdmalib verbs_loopback)
   e2e=$(test_binary benchmarks e2e)
-  # In the guest: the same binaries, on rxe0; each suite's output goes to its log as well.
+  # In the guest: the same binaries, on rxe0; each suite's output goes to its log as well, the
+  # e2e suite's with the time each line came (a test's line comes when it ends), because the
+  # guest runs it 30 times slower than the host and it is the stage that can outgrow CI.
   guest_suites='
+    stamp() { while IFS= read -r line; do printf "%(%H:%M:%S)T %s\n" -1 "$line"; done; }
     echo "==> two_process on verbs" >&2
     RDMALIB_TEST_PROVIDER=verbs "$2" --test-threads=1 2>&1 | tee "$1/verbs-two_process.log"
     echo "${PIPESTATUS[0]}" > "$1/verbs-two_process.status"
@@ -130,7 +134,7 @@ if [ $verbs = 1 ]; then
     "$3" --ignored 2>&1 | tee "$1/verbs-verbs_loopback.log"
     echo "${PIPESTATUS[0]}" > "$1/verbs-verbs_loopback.status"
     echo "==> e2e on verbs" >&2
-    RFAAS_E2E_PROVIDER=verbs "$4" --test-threads=1 2>&1 | tee "$1/verbs-e2e.log"
+    RFAAS_E2E_PROVIDER=verbs "$4" --test-threads=1 2>&1 | stamp | tee "$1/verbs-e2e.log"
     echo "${PIPESTATUS[0]}" > "$1/verbs-e2e.status"'
   verbs_started=$SECONDS
   tools/softroce.sh -- bash -c "$guest_suites" guest "$PWD/$logs" "$two_process" "$loopback" "$e2e"
