@@ -111,7 +111,14 @@ pub(crate) fn registered_deployment_with(dir: &TempDir, cores: u32) -> (Resource
         "{}",
         rm.daemon.log()
     );
-    let (status, body) = add_node_with(&rm, &manager, cores);
+    add_registered_node(&rm, &manager, cores);
+    (rm, manager)
+}
+
+/// Adds `manager`'s node of `cores` cores over HTTP and waits until the resource manager has
+/// it registered.
+pub(crate) fn add_registered_node(rm: &ResourceManager, manager: &Manager, cores: u32) {
+    let (status, body) = add_node_with(rm, manager, cores);
     assert_eq!(status, "201", "{body}");
     assert!(
         rm.daemon
@@ -119,7 +126,6 @@ pub(crate) fn registered_deployment_with(dir: &TempDir, cores: u32) -> (Resource
         "{}",
         rm.daemon.log()
     );
-    (rm, manager)
 }
 
 fn benchmark_config(dir: &TempDir, rm: &ResourceManager, repetitions: u64) -> PathBuf {
@@ -301,15 +307,7 @@ fn a_restarted_resource_manager_gets_its_manager_back() {
         &dir.path("devices.json"),
         &[],
     );
-    let (status, body) = add_node(&first, &manager);
-    assert_eq!(status, "201", "{body}");
-    assert!(
-        first
-            .daemon
-            .wait_for_log("exec-mgr-node is now registered", Duration::from_secs(10)),
-        "{}",
-        first.daemon.log()
-    );
+    add_registered_node(&first, &manager, 1);
     let port = first.rdma.port();
     let mut first = first;
     first.daemon.terminate();

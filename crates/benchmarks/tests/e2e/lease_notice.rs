@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rfaas::{AllocationSpec, Executor, Lease};
 
-use crate::deployment::{add_node_with, manager_config, start_resource_manager_with};
+use crate::deployment::{add_registered_node, manager_config, start_resource_manager_with};
 use crate::harness::*;
 
 /// How long the proxy holds up what the resource manager sends to the executor manager: longer
@@ -69,14 +69,7 @@ fn an_allocation_that_overtakes_its_lease_notice_waits_for_it() {
     json["config"]["resource_manager_port"] = proxied.port().into();
     let config = dir.write_json("executor_manager_proxied.json", &json);
     let manager = Manager::start(&config, &dir.path("devices.json"), &[]);
-    let (status, body) = add_node_with(&rm, &manager, 1);
-    assert_eq!(status, "201", "{body}");
-    assert!(
-        rm.daemon
-            .wait_for_log("exec-mgr-node is now registered", Duration::from_secs(10)),
-        "{}",
-        rm.daemon.log()
-    );
+    add_registered_node(&rm, &manager, 1);
 
     let code = std::fs::read(native_library()).unwrap();
     let lease =
