@@ -13,8 +13,10 @@ use crate::deployment::{add_registered_node, manager_config, start_resource_mana
 use crate::harness::*;
 
 /// How long the proxy holds up what the resource manager sends to the executor manager: longer
-/// than the client takes from its lease to its allocation request.
-const NOTICE_DELAY: Duration = Duration::from_millis(150);
+/// than the client takes from its lease to its allocation request (milliseconds for the small
+/// wasm module; hashing the 4 MB debug build of the native library can take longer than this),
+/// and shorter than the manager waits for a notice (250 ms).
+const NOTICE_DELAY: Duration = Duration::from_millis(100);
 
 /// A TCP proxy for one connection that passes bytes towards `upstream` at once and delays the
 /// bytes coming back by `delay`, in order.
@@ -71,7 +73,7 @@ fn an_allocation_that_overtakes_its_lease_notice_waits_for_it() {
     let manager = Manager::start(&config, &dir.path("devices.json"), &[]);
     add_registered_node(&rm, &manager, 1);
 
-    let code = std::fs::read(native_library()).unwrap();
+    let code = std::fs::read(wasm_library()).unwrap();
     let lease =
         Lease::from_resource_manager(&test_endpoint(), rm.rdma, 1, 256, Duration::from_secs(5))
             .unwrap();
