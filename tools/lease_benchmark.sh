@@ -4,7 +4,7 @@
 # for leases back to back. Prints the median and p99; with a database (--database) also its size.
 #
 # Usage: tools/lease_benchmark.sh [-n LEASES] [-d DEVICE] [-o OUT_DIR] [-b BUILD_DIR] [--no-build]
-#                                 [--db PATH] [--wait-bills]
+#                                 [--db PATH] [--wait-bills] [--fresh-connections]
 #   -n            timed leases                      (default 10000)
 #   -d            device (tools/device_generator.sh) (default lo)
 #   -o            configs, logs, CSV and database   (default results-lease)
@@ -12,10 +12,12 @@
 #   --db          the resource manager's database   (default OUT_DIR/resource_manager.db, fresh)
 #   --wait-bills  wait until the executor manager returned every unused lease (about a minute
 #                 after the last), so the database holds every lease with its bill
+#   --fresh-connections  connect to the resource manager for every lease (a client's first
+#                 lease), instead of keeping the connection (its later leases)
 set -euo pipefail
 
-leases=10000 device=lo out=results-lease build=build do_build=1 db= wait_bills=0
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+leases=10000 device=lo out=results-lease build=build do_build=1 db= wait_bills=0 fresh=()
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) leases=$2; shift ;;
@@ -24,6 +26,7 @@ while [ $# -gt 0 ]; do
     -b) build=$2; shift ;;
     --db) db=$2; shift ;;
     --wait-bills) wait_bills=1 ;;
+    --fresh-connections) fresh=(--fresh-connections) ;;
     --no-build) do_build=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "lease_benchmark.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -49,7 +52,8 @@ jq '.benchmark.memory = 0' "$out/benchmark.json" > "$out/benchmark.json.tmp"
 mv "$out/benchmark.json.tmp" "$out/benchmark.json"
 
 RUST_LOG=warn "$build/benchmarks/lease_latency" --config "$out/benchmark.json" \
-  --device-database "$out/devices.json" --leases "$leases" --output-stats "$out/lease_latency.csv"
+  --device-database "$out/devices.json" --leases "$leases" --output-stats "$out/lease_latency.csv" \
+  "${fresh[@]}"
 if [ "$wait_bills" = 1 ]; then
   echo "Waiting for the executor manager to return the unused leases (a minute after the last)"
   print_lease_states 1200

@@ -3,7 +3,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use rdmalib::{Opcode, QpConfig};
+use rdmalib::{CompletionQueue, Connection, Opcode, ProtectionDomain, QpConfig};
 use rfaas_protocol::Record;
 use rfaas_protocol::config::ExecutorsDatabase;
 use rfaas_protocol::control::{
@@ -72,6 +72,10 @@ impl Lease {
     /// Asks the resource manager at `resource_manager` for `cores` cores and `memory_mb` MiB,
     /// through `endpoint`. The resource manager tells the chosen node's manager about the lease
     /// before it answers.
+    ///
+    /// The endpoint keeps its connection to the resource manager for the leases after this
+    /// one. A kept connection that turns out broken (the resource manager restarted, say) is
+    /// replaced by a new one, once.
     pub fn from_resource_manager(
         endpoint: &Endpoint,
         resource_manager: SocketAddr,
@@ -79,54 +83,27 @@ impl Lease {
         memory_mb: u32,
         timeout: Duration,
     ) -> Result<Lease> {
-        let unreachable = |reason: String| Error::Unreachable {
-            peer: "the resource manager".into(),
-            addr: resource_manager,
-            reason,
-        };
-        let ctx = endpoint.context();
-        let pd = ctx.alloc_pd()?;
-        let cq = ctx.create_cq(8)?;
-        let conn = ctx
-            .connect(
-                &pd,
-                resource_manager,
-                &QpConfig::new(&cq, &cq).timeout(timeout),
-                &Hello::client().encode(),
-            )
-            .map_err(|e| match e {
-                rdmalib::Error::Rejected { private_data } => Error::Refused(format!(
-                    "the resource manager at {resource_manager} refused the connection: {}",
-                    private_text(&private_data)
-                )),
-                other => unreachable(other.to_string()),
-            })?;
-        let mailbox = Mailbox::new(&pd, 1, 1)?;
-        mailbox.post_receives(&conn)?;
-        mailbox.send(
-            &conn,
-            MessageKind::LeaseRequest,
-            &LeaseRequest { cores, memory_mb }.encode(),
-        )?;
-        let deadline = Instant::now() + timeout;
-        let response = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let wc = cq.wait_one(Some(left))?.ok_or_else(|| {
-                Error::Timeout(format!(
-                    "the resource manager at {resource_manager} did not answer within {timeout:?}"
-                ))
-            })?;
-            if !wc.is_ok() {
-                return Err(unreachable("it closed the connection".into()));
-            }
-            if wc.opcode == Some(Opcode::Recv) {
-                let message = mailbox.take(&conn, &wc)?;
-                if message.kind == Some(MessageKind::LeaseResponse) {
-                    break LeaseResponse::decode(&message.payload)?;
+        let request = LeaseRequest { cores, memory_mb };
+        let (link, response) = match endpoint.take_resource_manager_link(resource_manager) {
+            Some(link) => match link.ask(&request, timeout) {
+                Ok(response) => (link, response),
+                Err(e @ (Error::Unreachable { .. } | Error::Rdma(_))) => {
+                    tracing::debug!(
+                        "the kept connection to {resource_manager} failed ({e}); connecting again"
+                    );
+                    let link = ResourceManagerLink::connect(endpoint, resource_manager, timeout)?;
+                    let response = link.ask(&request, timeout)?;
+                    (link, response)
                 }
+                Err(e) => return Err(e),
+            },
+            None => {
+                let link = ResourceManagerLink::connect(endpoint, resource_manager, timeout)?;
+                let response = link.ask(&request, timeout)?;
+                (link, response)
             }
         };
-        conn.disconnect();
+        endpoint.keep_resource_manager_link(link);
         match response.status {
             LeaseStatus::Granted => {
                 tracing::info!(
@@ -158,5 +135,90 @@ impl Lease {
                 response.message
             ))),
         }
+    }
+}
+
+/// A connection to a resource manager, which an [`Endpoint`] keeps between leases.
+pub(crate) struct ResourceManagerLink {
+    // Field order: the connection and the mailbox's region go before their queue and domain.
+    conn: Connection,
+    mailbox: Mailbox,
+    cq: CompletionQueue,
+    _pd: ProtectionDomain,
+    addr: SocketAddr,
+}
+
+impl ResourceManagerLink {
+    fn connect(endpoint: &Endpoint, addr: SocketAddr, timeout: Duration) -> Result<Self> {
+        let ctx = endpoint.context();
+        let pd = ctx.alloc_pd()?;
+        let cq = ctx.create_cq(8)?;
+        let conn = ctx
+            .connect(
+                &pd,
+                addr,
+                &QpConfig::new(&cq, &cq).timeout(timeout),
+                &Hello::client().encode(),
+            )
+            .map_err(|e| match e {
+                rdmalib::Error::Rejected { private_data } => Error::Refused(format!(
+                    "the resource manager at {addr} refused the connection: {}",
+                    private_text(&private_data)
+                )),
+                other => unreachable(addr, other.to_string()),
+            })?;
+        let mailbox = Mailbox::new(&pd, 1, 1)?;
+        mailbox.post_receives(&conn)?;
+        Ok(ResourceManagerLink {
+            conn,
+            mailbox,
+            cq,
+            _pd: pd,
+            addr,
+        })
+    }
+
+    /// Where the resource manager is.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the connection is still up, as far as the provider knows.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.conn.is_connected()
+    }
+
+    /// Sends `request` and waits up to `timeout` for the answer. Completions of earlier
+    /// sends on this connection are skipped.
+    fn ask(&self, request: &LeaseRequest, timeout: Duration) -> Result<LeaseResponse> {
+        self.mailbox
+            .send(&self.conn, MessageKind::LeaseRequest, &request.encode())?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wc = self.cq.wait_one(Some(left))?.ok_or_else(|| {
+                Error::Timeout(format!(
+                    "the resource manager at {} did not answer within {timeout:?}",
+                    self.addr
+                ))
+            })?;
+            if !wc.is_ok() {
+                return Err(unreachable(self.addr, "it closed the connection".into()));
+            }
+            if wc.opcode == Some(Opcode::Recv) {
+                let message = self.mailbox.take(&self.conn, &wc)?;
+                if message.kind == Some(MessageKind::LeaseResponse) {
+                    return Ok(LeaseResponse::decode(&message.payload)?);
+                }
+            }
+        }
+    }
+}
+
+fn unreachable(addr: SocketAddr, reason: String) -> Error {
+    Error::Unreachable {
+        peer: "the resource manager".into(),
+        addr,
+        reason,
     }
 }

@@ -1,8 +1,9 @@
 //! `lease_latency`: what one lease costs at the resource manager. Asks for `--leases` leases
-//! back to back (after `--warmup` untimed ones), each on a fresh connection as every client
-//! does: connect, lease request, the resource manager picks a node, tells its executor manager
-//! and waits for its acknowledgement, answers. Prints the median and p99 and writes every sample
-//! as CSV (`--output-stats`).
+//! back to back (after `--warmup` untimed ones) on one endpoint, which keeps its connection to
+//! the resource manager (`--fresh-connections`: a new one for each lease, as a client's first
+//! lease has): lease request, the resource manager picks a node, stores the lease, tells its
+//! executor manager, answers. Prints the median and p99 and writes every sample as CSV
+//! (`--output-stats`).
 //!
 //! The leases are not allocated on: the executor manager returns each one to the pool (closes
 //! it with an empty bill) once it was unused for a minute. Give the node enough cores for all
@@ -39,6 +40,10 @@ struct Args {
     /// Write every timed lease as CSV (`lease,latency_ns`).
     #[arg(long)]
     output_stats: Option<PathBuf>,
+    /// Connect to the resource manager for every lease, as a client's first lease does (by
+    /// default the endpoint keeps its connection, as for a client's later leases).
+    #[arg(long)]
+    fresh_connections: bool,
     /// More logging (-v debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -66,6 +71,9 @@ fn run(args: &Args) -> Result<()> {
             .with_context(|| format!("lease {i}"))?;
         let took = start.elapsed();
         tracing::debug!("lease {} in {took:?}", lease.lease_id);
+        if args.fresh_connections {
+            endpoint.close_resource_manager_connections();
+        }
         if i >= args.warmup {
             samples.push_duration(took);
         }

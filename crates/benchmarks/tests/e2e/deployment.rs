@@ -295,7 +295,9 @@ fn a_manager_that_dies_holding_a_lease_releases_it() {
 }
 
 /// A resource manager restarted with the node list it wrote when it shut down (`-o`, then
-/// `-i`): its executor manager registers again by itself, and the node is leased again.
+/// `-i`): its executor manager registers again by itself, and the node is leased again. The
+/// client's endpoint leases twice on one connection, and after the restart replaces that
+/// broken connection by itself.
 #[test]
 fn a_restarted_resource_manager_gets_its_manager_back() {
     let _serial = serial();
@@ -307,7 +309,20 @@ fn a_restarted_resource_manager_gets_its_manager_back() {
         &dir.path("devices.json"),
         &[],
     );
-    add_registered_node(&first, &manager, 1);
+    add_registered_node(&first, &manager, 3);
+    let endpoint = test_endpoint();
+    for _ in 0..2 {
+        Lease::from_resource_manager(&endpoint, first.rdma, 1, 256, Duration::from_secs(5))
+            .unwrap();
+    }
+    let log = first.daemon.log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("Client ") && l.ends_with(" connected"))
+            .count(),
+        1,
+        "{log}"
+    );
     let port = first.rdma.port();
     let mut first = first;
     first.daemon.terminate();
@@ -337,17 +352,12 @@ fn a_restarted_resource_manager_gets_its_manager_back() {
         "{}",
         manager.log()
     );
-    let lease = Lease::from_resource_manager(
-        &test_endpoint(),
-        second.rdma,
-        1,
-        256,
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let lease =
+        Lease::from_resource_manager(&endpoint, second.rdma, 1, 256, Duration::from_secs(5))
+            .unwrap();
     let code = std::fs::read(native_library()).unwrap();
     let executor =
-        Executor::allocate(&test_endpoint(), &lease, &code, &AllocationSpec::default()).unwrap();
+        Executor::allocate(&endpoint, &lease, &code, &AllocationSpec::default()).unwrap();
     echo_once(&executor, 8, 32).unwrap();
 }
 
