@@ -84,20 +84,23 @@ impl Lease {
         timeout: Duration,
     ) -> Result<Lease> {
         let request = LeaseRequest { cores, memory_mb };
-        let (link, response) = match endpoint.take_resource_manager_link(resource_manager) {
-            Some(link) => match link.ask(&request, timeout) {
-                Ok(response) => (link, response),
-                Err(e @ (Error::Unreachable { .. } | Error::Rdma(_))) => {
+        let kept = endpoint
+            .take_resource_manager_link(resource_manager)
+            .map(|link| {
+                let answer = link.ask(&request, timeout);
+                answer.map(|response| (link, response))
+            });
+        let (link, response) = match kept {
+            Some(Ok(answered)) => answered,
+            Some(Err(e)) if !matches!(e, Error::Unreachable { .. } | Error::Rdma(_)) => {
+                return Err(e);
+            }
+            none_or_broken => {
+                if let Some(Err(e)) = none_or_broken {
                     tracing::debug!(
                         "the kept connection to {resource_manager} failed ({e}); connecting again"
                     );
-                    let link = ResourceManagerLink::connect(endpoint, resource_manager, timeout)?;
-                    let response = link.ask(&request, timeout)?;
-                    (link, response)
                 }
-                Err(e) => return Err(e),
-            },
-            None => {
                 let link = ResourceManagerLink::connect(endpoint, resource_manager, timeout)?;
                 let response = link.ask(&request, timeout)?;
                 (link, response)
