@@ -31,7 +31,8 @@
 //!
 //! Every byte is copied twice: the sender into the ring, the receiver out of the ring
 //! straight into the checked target (the engine reads headers alone on this transport, see
-//! [`Transport::stages_frames`], so no payload passes through its staging buffer).
+//! [`Transport::stages_frames`], so no payload passes through its staging buffer). The two
+//! copies of a large payload overlap: each side publishes its progress every 16 KiB.
 //! DESIGN.md describes a single-copy design where registered regions are memfd-backed and
 //! mapped by the peer, so a write is one memcpy into the peer's memory. That needs every
 //! registered region to be memfd-backed, which wasm linear memory (unless supplied by a
@@ -55,6 +56,9 @@ use super::sys::{EventFd, RawIov};
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use ring::Mapping;
+
+/// How long a writer waiting for room in a full ring yields before it sleeps.
+const YIELD_FOR: Duration = Duration::from_micros(200);
 
 /// Ports tried for a listener bound to port 0.
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
@@ -269,15 +273,17 @@ impl Transport for ShmTransport {
         Some(self.sock.as_fd())
     }
 
+    /// Yields while the reader makes room, which a reader that is copying out does within a
+    /// chunk's copy; sleeps once it has made none for [`YIELD_FOR`], so a writer whose reader
+    /// stopped reading does not spin.
     fn wait_writable(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        let mut spins = 0u32;
-        while !ring::has_room(&self.map, self.tx)
-            && !self.peer_gone.load(Ordering::Acquire)
-            && Instant::now() < deadline
-        {
-            spins += 1;
-            if spins < 64 {
+        let start = Instant::now();
+        while !ring::has_room(&self.map, self.tx) && !self.peer_gone.load(Ordering::Acquire) {
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return;
+            }
+            if waited < YIELD_FOR {
                 std::thread::yield_now();
             } else {
                 std::thread::sleep(Duration::from_micros(50));

@@ -26,6 +26,8 @@
 //! Memory ordering: the writer copies the bytes, then stores `tail` with `Release`; the reader
 //! loads `tail` with `Acquire`, then copies. Symmetrically the reader publishes `head` with
 //! `Release` after copying out, and the writer loads it with `Acquire` before reusing space.
+//! Both publish every [`CHUNK`] bytes of a long copy, not only at its end, so the two copies
+//! of a large payload overlap.
 //! Bytes in the data areas are only ever accessed through raw pointers (never references), as
 //! the other process may touch them concurrently.
 
@@ -37,6 +39,10 @@ use super::super::sys::RawIov;
 
 /// Bytes of each ring's data area (a power of two).
 pub(super) const RING_CAP: usize = 1 << 20;
+/// Bytes copied between two publications of `tail` (writer) or `head` (reader). A large
+/// payload then streams: the reader copies one chunk out while the writer copies the next in,
+/// instead of each waiting for the other's whole copy.
+const CHUNK: usize = 16 << 10;
 const PAGE: usize = 4096;
 /// Bytes of the whole shared mapping.
 pub(super) const MAP_LEN: usize = 2 * PAGE + 2 * RING_CAP;
@@ -224,21 +230,28 @@ pub(super) unsafe fn write(
         return Err(io::ErrorKind::WouldBlock.into());
     }
     let data = map.data(ring);
+    let tail_word = map.word(ring, TAIL);
     let mut written = 0usize;
+    let mut unpublished = 0usize;
     for piece in iov {
-        if free == 0 {
-            break;
+        let mut done = 0usize;
+        while free > 0 && done < piece.len {
+            let n = (piece.len - done).min(free).min(CHUNK - unpublished);
+            let pos = (tail as usize).wrapping_add(written) & (RING_CAP - 1);
+            // SAFETY: `n <= free <= RING_CAP` bytes from the caller's readable piece into free
+            // ring space, which the reader does not touch until `tail` covers it.
+            unsafe { copy_ring(data, pos, piece.ptr.add(done) as *mut u8, n, true) };
+            done += n;
+            written += n;
+            free -= n;
+            unpublished += n;
+            if unpublished == CHUNK {
+                tail_word.store(tail.wrapping_add(written as u64), Ordering::Release);
+                unpublished = 0;
+            }
         }
-        let n = piece.len.min(free);
-        let pos = (tail as usize).wrapping_add(written) & (RING_CAP - 1);
-        // SAFETY: `n <= free <= RING_CAP` bytes from the caller's readable piece into free ring
-        // space, which the reader does not touch until `tail` is published below.
-        unsafe { copy_ring(data, pos, piece.ptr as *mut u8, n, true) };
-        written += n;
-        free -= n;
     }
-    map.word(ring, TAIL)
-        .store(tail.wrapping_add(written as u64), Ordering::Release);
+    tail_word.store(tail.wrapping_add(written as u64), Ordering::Release);
     // Doorbell protocol, writer half: publish `tail`, full fence, then read `sleeping`. The
     // reader sets `sleeping`, full fence, then reads `tail`. With both fences SeqCst, at least
     // one side sees the other's store: either we see `sleeping` and ring, or the reader sees
@@ -270,12 +283,17 @@ pub(super) unsafe fn read(
         return Err(io::ErrorKind::WouldBlock.into());
     }
     let n = (avail as usize).min(len);
-    let pos = head as usize & (RING_CAP - 1);
-    // SAFETY: `n <= avail` published bytes (the writer does not reuse them until `head`
-    // moves) into the caller's writable buffer.
-    unsafe { copy_ring(map.data(ring), pos, buf, n, false) };
-    map.word(ring, HEAD)
-        .store(head.wrapping_add(n as u64), Ordering::Release);
+    let head_word = map.word(ring, HEAD);
+    let mut done = 0usize;
+    while done < n {
+        let k = (n - done).min(CHUNK);
+        let pos = (head as usize).wrapping_add(done) & (RING_CAP - 1);
+        // SAFETY: `k` of the `avail` published bytes (the writer does not reuse them until
+        // `head` passes them) into the caller's writable buffer, `done + k <= len`.
+        unsafe { copy_ring(map.data(ring), pos, buf.add(done), k, false) };
+        done += k;
+        head_word.store(head.wrapping_add(done as u64), Ordering::Release);
+    }
     Ok(n)
 }
 
@@ -368,6 +386,50 @@ mod tests {
         }
         assert_eq!(next_in, next_out);
         assert!(!has_data(&r, 0) && has_room(&w, 0));
+    }
+
+    #[test]
+    fn a_reader_draining_while_the_writer_streams_gets_every_byte_in_order() {
+        let (fd, w) = Mapping::create().unwrap();
+        let r = Mapping::open(&fd).unwrap();
+        // Writes larger than the ring and than a chunk, and small ones, so publications of
+        // `tail` and `head` interleave mid-copy on both sides.
+        let sizes = [3 * RING_CAP / 2, 1, CHUNK + 7, 64, RING_CAP, 5 * CHUNK / 2];
+        let total: usize = sizes.iter().sum::<usize>() * 4;
+        let byte = |i: usize| (i.wrapping_mul(31) >> 3) as u8;
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; RING_CAP / 3];
+            let mut got = 0usize;
+            while got < total {
+                // SAFETY: the only reader of ring 0; `buf` is ours.
+                match unsafe { read(&r, 0, buf.as_mut_ptr(), buf.len()) } {
+                    Ok(n) => {
+                        for (k, b) in buf[..n].iter().enumerate() {
+                            assert_eq!(*b, byte(got + k), "byte {}", got + k);
+                        }
+                        got += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        let seen = AtomicU64::new(0);
+        let mut sent = 0usize;
+        for &size in sizes.iter().cycle().take(sizes.len() * 4) {
+            let out: Vec<u8> = (sent..sent + size).map(byte).collect();
+            let mut done = 0;
+            while done < size {
+                // SAFETY: the only writer of ring 0; `out` is ours.
+                match unsafe { write(&w, 0, &iov(&out[done..]), &seen) } {
+                    Ok((n, _)) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            sent += size;
+        }
+        reader.join().unwrap();
     }
 
     #[test]
