@@ -13,7 +13,7 @@ use rdmalib::{
 use rfaas_protocol::config::{ExecutorManagerConfig, ManagerSection};
 use rfaas_protocol::control::{
     AllocationRequest, AllocationResponse, AllocationStatus, BillingRecord, Credential,
-    ExecutorExit, Hello, LeaseClosed, MessageKind, Role, billing, credentials_match,
+    ExecutorExit, HeldLease, Hello, LeaseClosed, MessageKind, Role, billing, credentials_match,
     random_credential,
 };
 use rfaas_protocol::mailbox::Mailbox;
@@ -51,7 +51,8 @@ struct AwaitingNotice {
 
 struct Allocation {
     client_qp: u32,
-    lease_id: u32,
+    /// The lease it runs under, as the resource manager announced it (id 0: no lease).
+    lease: HeldLease,
     child: Child,
     started: Instant,
     /// What the executor presents on its billing connection.
@@ -393,21 +394,27 @@ impl Manager {
                 ),
             );
         }
+        let mut lease = HeldLease {
+            lease_id: request.lease_id,
+            cores: request.cores,
+            memory_mb: request.memory_mb,
+        };
         if let Some(link) = &mut self.resource_manager {
             match link.leases.get(&request.lease_id) {
-                Some(lease)
-                    if request.cores <= lease.cores && request.memory_mb <= lease.memory_mb =>
+                Some(known)
+                    if request.cores <= known.cores && request.memory_mb <= known.memory_mb =>
                 {
+                    (lease.cores, lease.memory_mb) = (known.cores, known.memory_mb);
                     link.leases.remove(&request.lease_id);
                 }
-                Some(lease) => {
+                Some(known) => {
                     return refuse(
                         AllocationStatus::BadRequest,
                         format!(
                             "lease {} is for {} core(s) and {} MiB; the request asks for {} and {}",
                             request.lease_id,
-                            lease.cores,
-                            lease.memory_mb,
+                            known.cores,
+                            known.memory_mb,
                             request.cores,
                             request.memory_mb
                         ),
@@ -458,7 +465,7 @@ impl Manager {
                     id,
                     Allocation {
                         client_qp,
-                        lease_id: request.lease_id,
+                        lease,
                         child,
                         started: Instant::now(),
                         billing_token,
@@ -488,11 +495,11 @@ impl Manager {
         if self.resource_manager.is_some() || Instant::now() < self.rm_retry_at {
             return;
         }
-        let allocated: Vec<u32> = self
+        let allocated: Vec<HeldLease> = self
             .allocations
             .values()
-            .map(|a| a.lease_id)
-            .filter(|id| *id != 0)
+            .map(|a| a.lease)
+            .filter(|l| l.lease_id != 0)
             .collect();
         match ResourceManagerLink::connect(
             &self.ctx,
@@ -559,16 +566,16 @@ impl Manager {
                 };
                 self.send(alloc.client_qp, MessageKind::ExecutorExit, &exit.encode());
             }
-            if self.rm_config.is_some() && alloc.lease_id != 0 {
+            if self.rm_config.is_some() && alloc.lease.lease_id != 0 {
                 // Kept until the resource manager says it stored it: sent again after a
                 // reconnect if the link breaks first.
-                self.unacked_bills.insert(alloc.lease_id, closed);
+                self.unacked_bills.insert(alloc.lease.lease_id, closed);
                 if let Some(link) = &mut self.resource_manager
                     && let Err(e) = link.close(closed)
                 {
                     tracing::error!(
                         "reporting the end of lease {} (kept to send again): {e:#}",
-                        alloc.lease_id
+                        alloc.lease.lease_id
                     );
                 }
             }
@@ -598,7 +605,7 @@ fn billing_of(alloc: &Allocation, lifetime: Duration) -> LeaseClosed {
             .map_or(0, |c| c.load(std::sync::atomic::Ordering::SeqCst))
     };
     LeaseClosed {
-        lease_id: alloc.lease_id,
+        lease_id: alloc.lease.lease_id,
         allocation_ns: lifetime.as_nanos() as u64,
         hot_polling_ns: counter(billing::HOT_POLLING_NS),
         execution_ns: counter(billing::EXECUTION_NS),

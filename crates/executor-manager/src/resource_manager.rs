@@ -17,8 +17,8 @@ use rdmalib::{
 use rfaas_protocol::Record;
 use rfaas_protocol::config::ManagerSection;
 use rfaas_protocol::control::{
-    BillRecorded, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseClosed, LeaseNotice,
-    LeasesHeld, MessageKind, NodeRegistration,
+    BillRecorded, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeldLease, Hello, LeaseClosed,
+    LeaseNotice, LeasesHeld, MessageKind, NodeRegistration,
 };
 use rfaas_protocol::mailbox::Mailbox;
 
@@ -63,7 +63,7 @@ impl ResourceManagerLink {
         config: &ManagerSection,
         timeout: Duration,
         unacked: &Unacked,
-        allocated: &[u32],
+        allocated: &[HeldLease],
         leases: &mut HashMap<u32, KnownLease>,
     ) -> Result<ResourceManagerLink> {
         let address = config
@@ -123,10 +123,14 @@ impl ResourceManagerLink {
         for bill in unacked.values() {
             link.close(*bill)?;
         }
-        let mut held: Vec<u32> = allocated.to_vec();
-        held.extend(leases.keys());
-        held.sort_unstable();
-        held.dedup();
+        let mut held: Vec<HeldLease> = allocated.to_vec();
+        held.extend(leases.iter().map(|(&lease_id, l)| HeldLease {
+            lease_id,
+            cores: l.cores,
+            memory_mb: l.memory_mb,
+        }));
+        held.sort_unstable_by_key(|l| l.lease_id);
+        held.dedup_by_key(|l| l.lease_id);
         for record in LeasesHeld::split(&held) {
             link.send(MessageKind::LeasesHeld, &record.encode())?;
         }

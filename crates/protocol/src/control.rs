@@ -10,7 +10,7 @@ use function_library::Kind;
 use crate::record::{Field, ProtocolError, Reader, Writer, record, wire_enum};
 
 /// Version of the control protocol; both ends of every connection must speak the same.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 const MAGIC: [u8; 4] = *b"RFAS";
 
 /// The start of every [`Hello`]: the magic and [`PROTOCOL_VERSION`], checked before anything
@@ -474,16 +474,68 @@ record! {
     }
 }
 
+/// A lease a manager holds, with the cores and memory its notice granted: enough for a
+/// resource manager that lost the lease (its host went down before the grant reached the disk)
+/// to take it back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeldLease {
+    /// The lease.
+    pub lease_id: u32,
+    /// Leased cores.
+    pub cores: u16,
+    /// Leased memory in MiB.
+    pub memory_mb: u32,
+}
+
+impl Field for HeldLease {
+    const MAX_LEN: usize = 10;
+    fn put(&self, w: &mut Writer) {
+        self.lease_id.put(w);
+        self.cores.put(w);
+        self.memory_mb.put(w);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        Ok(HeldLease {
+            lease_id: u32::get(r)?,
+            cores: u16::get(r)?,
+            memory_mb: u32::get(r)?,
+        })
+    }
+}
+
+/// Most leases in one [`LeasesHeld`] record.
+pub const MAX_HELD: usize = 50;
+
+/// A u16 count (at most [`MAX_HELD`]), then each lease. Encoding a longer list writes its
+/// first [`MAX_HELD`]; [`LeasesHeld::split`] cuts long lists into several records.
+impl Field for Vec<HeldLease> {
+    const MAX_LEN: usize = 2 + HeldLease::MAX_LEN * MAX_HELD;
+    fn put(&self, w: &mut Writer) {
+        let n = self.len().min(MAX_HELD);
+        (n as u16).put(w);
+        for lease in &self[..n] {
+            lease.put(w);
+        }
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        let n = u16::get(r)?;
+        if usize::from(n) > MAX_HELD {
+            return Err(r.invalid("lease count", n.into()));
+        }
+        (0..n).map(|_| HeldLease::get(r)).collect()
+    }
+}
+
 record! {
     /// After registering, a manager tells the resource manager which of its leases it still
     /// holds (allocated, or announced and not used yet), in as many records as it takes, the
     /// last one marked. A resource manager that restarted reconciles the leases it had open on
     /// the node: held ones stay active; the others end with the bill the manager sent before
-    /// this list, or are released.
+    /// this list, or are released. A held lease it does not know at all is taken back.
     #[derive(Clone, Debug, Default, PartialEq, Eq)]
     pub struct LeasesHeld("leases held") {
-        /// Lease ids (at most [`crate::MAX_IDS`] per record).
-        pub leases: Vec<u32>,
+        /// The leases (at most [`MAX_HELD`] per record).
+        pub leases: Vec<HeldLease>,
         /// Whether this is the last record of the list.
         pub last: bool,
     }
@@ -491,11 +543,11 @@ record! {
 
 impl LeasesHeld {
     /// The records that list `leases` (at least one, the last marked).
-    pub fn split(leases: &[u32]) -> Vec<LeasesHeld> {
+    pub fn split(leases: &[HeldLease]) -> Vec<LeasesHeld> {
         let mut records: Vec<LeasesHeld> = leases
-            .chunks(crate::record::MAX_IDS)
-            .map(|ids| LeasesHeld {
-                leases: ids.to_vec(),
+            .chunks(MAX_HELD)
+            .map(|chunk| LeasesHeld {
+                leases: chunk.to_vec(),
                 last: false,
             })
             .collect();
@@ -646,8 +698,14 @@ mod tests {
                 last: true
             }]
         );
-        let ids: Vec<u32> = (1..=250).collect();
-        let records = LeasesHeld::split(&ids);
+        let held: Vec<HeldLease> = (1..=120)
+            .map(|id| HeldLease {
+                lease_id: id,
+                cores: (id % 7) as u16,
+                memory_mb: id * 256,
+            })
+            .collect();
+        let records = LeasesHeld::split(&held);
         assert_eq!(records.len(), 3);
         assert_eq!(
             records.iter().map(|r| r.last).collect::<Vec<_>>(),
@@ -659,15 +717,15 @@ mod tests {
             assert!(bytes.len() <= MAX_MESSAGE_LEN);
             back.extend(LeasesHeld::decode(&bytes).unwrap().leases);
         }
-        assert_eq!(back, ids);
+        assert_eq!(back, held);
         // A count beyond the limit, and a flag that is neither 0 nor 1, are refused.
         let mut bad = records[2].encode();
-        bad[0] = 101;
+        bad[..2].copy_from_slice(&(MAX_HELD as u16 + 1).to_le_bytes());
         assert!(matches!(
             LeasesHeld::decode(&bad),
             Err(ProtocolError::Invalid { .. })
         ));
-        let mut bad = LeasesHeld::split(&[7])[0].encode();
+        let mut bad = LeasesHeld::split(&[held[6]])[0].encode();
         *bad.last_mut().unwrap() = 2;
         assert!(matches!(
             LeasesHeld::decode(&bad),

@@ -17,6 +17,4 @@ pub mod invocation;
 pub mod mailbox;
 mod record;
 
-pub use record::{
-    Field, MAX_IDS, MAX_MESSAGE_LEN, MAX_TEXT_LEN, ProtocolError, Reader, Record, Writer,
-};
+pub use record::{Field, MAX_MESSAGE_LEN, MAX_TEXT_LEN, ProtocolError, Reader, Record, Writer};

@@ -180,29 +180,6 @@ impl Field for bool {
     }
 }
 
-/// Most ids in one list ([`Vec<u32>`]'s field).
-pub const MAX_IDS: usize = 100;
-
-/// A list of ids: a u16 count (at most [`MAX_IDS`]), then each id. Encoding a longer list
-/// writes its first [`MAX_IDS`]; senders split long lists into several records.
-impl Field for Vec<u32> {
-    const MAX_LEN: usize = 2 + 4 * MAX_IDS;
-    fn put(&self, w: &mut Writer) {
-        let n = self.len().min(MAX_IDS);
-        (n as u16).put(w);
-        for id in &self[..n] {
-            id.put(w);
-        }
-    }
-    fn get(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
-        let n = u16::get(r)?;
-        if usize::from(n) > MAX_IDS {
-            return Err(r.invalid("id count", n.into()));
-        }
-        (0..n).map(|_| u32::get(r)).collect()
-    }
-}
-
 /// A presence byte (0 or 1), then the value if present.
 impl<T: Field> Field for Option<T> {
     const MAX_LEN: usize = 1 + T::MAX_LEN;

@@ -18,7 +18,7 @@ use rdmalib::{
 };
 use rfaas_protocol::config::Secret;
 use rfaas_protocol::control::{
-    BillRecorded, Credential, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, Hello, LeaseClosed,
+    BillRecorded, Credential, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, HeldLease, Hello, LeaseClosed,
     LeaseNotice, LeaseRequest, LeaseResponse, LeaseStatus, LeasesHeld, MessageKind,
     NodeRegistration, Role, credentials_match,
 };
@@ -39,7 +39,7 @@ enum Kind {
     /// held ([`LeasesHeld`] records before the last).
     Manager {
         node: Option<String>,
-        held: Vec<u32>,
+        held: Vec<HeldLease>,
     },
     Client,
 }
@@ -381,15 +381,25 @@ impl Broker {
             return;
         };
         match self.registry.reconcile(&node, &held) {
-            Ok(r) if r.active.is_empty() && r.released.is_empty() => {}
-            Ok(r) => tracing::info!(
-                "Node {node}: its manager holds {} lease(s); {} in doubt active again {:?}, {} released {:?}",
-                held.len(),
-                r.active.len(),
-                r.active,
-                r.released.len(),
-                r.released
-            ),
+            Ok(r) => {
+                if !r.active.is_empty() || !r.released.is_empty() {
+                    tracing::info!(
+                        "Node {node}: its manager holds {} lease(s); {} in doubt active again {:?}, {} released {:?}",
+                        held.len(),
+                        r.active.len(),
+                        r.active,
+                        r.released.len(),
+                        r.released
+                    );
+                }
+                if !r.adopted.is_empty() {
+                    tracing::warn!(
+                        "Node {node}: its manager holds {} lease(s) this resource manager had lost (its host went down before they reached the disk?); taken back: {:?}",
+                        r.adopted.len(),
+                        r.adopted
+                    );
+                }
+            }
             Err(e) => tracing::error!("reconciling the leases of node {node}: {e}"),
         }
     }

@@ -18,7 +18,18 @@
 //! [`RegistryError::Storage`]. After a restart, the nodes come back (their managers not
 //! connected yet) and the leases that were active are [`LeaseState::InDoubt`], still holding
 //! their cores, until their manager registers again and says which it still holds
-//! ([`Registry::reconcile`]). Lease ids go on from the highest stored, so none is granted twice.
+//! ([`Registry::reconcile`]).
+//!
+//! Every commit is synced to the disk before it returns, except a grant's
+//! ([`Store::insert_grant`]): a crash of the resource manager loses nothing, but a crash of its
+//! host may lose the last grants. Two things keep that from granting anything twice:
+//! - lease ids are reserved durably, [`LEASE_ID_BLOCK`] at a time, and after a restart ids go on
+//!   after the last reserved one, so a lost lease's id is never handed out again (ids jump by up
+//!   to a block at each restart);
+//! - a lease its manager holds and the registry does not know is taken back, active, with the
+//!   cores and memory the manager got in its notice ([`Registry::reconcile`]). Until that
+//!   manager registers, its cores may be granted again; the manager then refuses what it
+//!   cannot fit, as it refuses any allocation beyond its means.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -26,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rfaas_protocol::config::{ExecutorNode, ExecutorsDatabase};
+use rfaas_protocol::control::HeldLease;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError};
@@ -260,14 +272,19 @@ pub struct Restored {
     pub bills: usize,
 }
 
-/// What [`Registry::reconcile`] did with a node's leases in doubt.
+/// What [`Registry::reconcile`] did with a node's leases.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
-    /// Held by the manager: active again.
+    /// In doubt and held by the manager: active again.
     pub active: Vec<u32>,
-    /// Not held and not billed: released.
+    /// In doubt, not held and not billed: released.
     pub released: Vec<u32>,
+    /// Held by the manager and unknown here (lost with the host's crash): taken back, active.
+    pub adopted: Vec<u32>,
 }
+
+/// Lease ids reserved in the database at a time.
+pub const LEASE_ID_BLOCK: u32 = 1024;
 
 /// The executor servers and their leases. Clones share the same state.
 #[derive(Clone, Debug, Default)]
@@ -280,6 +297,8 @@ struct Inner {
     nodes: BTreeMap<String, Node>,
     leases: BTreeMap<u32, Lease>,
     last_lease_id: u32,
+    /// The last id of the block reserved in the database by this run, once one is.
+    reserved_to: Option<u32>,
     store: Option<Store>,
 }
 
@@ -398,6 +417,24 @@ impl Inner {
             .collect())
     }
 
+    /// Reserves a block of ids from `id` on in the database, unless `id` is in the block this
+    /// run reserved last.
+    fn reserve(&mut self, id: u32) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if self
+            .reserved_to
+            .is_some_and(|last| last.wrapping_sub(id) < LEASE_ID_BLOCK)
+        {
+            return Ok(());
+        }
+        let last = id.wrapping_add(LEASE_ID_BLOCK - 1);
+        store.reserve_lease_ids(last)?;
+        self.reserved_to = Some(last);
+        Ok(())
+    }
+
     fn next_lease_id(&mut self) -> u32 {
         // Ids start at 1; after 2^32 - 1 leases skip 0 and ids still listed.
         let mut id = self.last_lease_id;
@@ -462,6 +499,7 @@ impl Registry {
                 },
             );
         }
+        let mut highest_id = 0;
         let mut restored = Restored {
             nodes: inner.nodes.len(),
             leases: loaded.leases.len(),
@@ -476,7 +514,7 @@ impl Registry {
             }
             restored.in_doubt += usize::from(l.state == LeaseState::InDoubt);
             restored.bills += usize::from(l.billing.is_some());
-            inner.last_lease_id = inner.last_lease_id.max(l.id);
+            highest_id = highest_id.max(l.id);
             inner.leases.insert(
                 l.id,
                 Lease {
@@ -490,6 +528,9 @@ impl Registry {
                 },
             );
         }
+        // Ids handed out before the restart are at most the last reserved one (ids wrap, so
+        // that can be below the highest stored); a database from before reservations has none.
+        inner.last_lease_id = loaded.lease_ids_reserved_to.unwrap_or(highest_id);
         inner.store = Some(store);
         Ok((
             Registry {
@@ -715,8 +756,9 @@ impl Registry {
         };
         let lease_id = inner.next_lease_id();
         let granted_at_ms = now_ms();
+        inner.reserve(lease_id)?;
         if let Some(store) = &inner.store {
-            store.insert_lease(lease_id, &name, cores, memory, granted_at_ms)?;
+            store.insert_grant(lease_id, &name, cores, memory, granted_at_ms)?;
         }
         let Some(node) = inner.nodes.get_mut(&name) else {
             unreachable!("the node was just found under the same lock")
@@ -793,23 +835,59 @@ impl Registry {
 
     /// The manager of `name` registered again and holds the leases `held`: its leases in
     /// doubt that it holds are active again, the others (not billed before this call) are
-    /// released. Leases not in doubt are left alone.
-    pub fn reconcile(&self, name: &str, held: &[u32]) -> Result<Reconciled, RegistryError> {
+    /// released. A held lease the registry does not know at all (its grant was lost with the
+    /// host's crash) is taken back, active, granted now, with the cores and memory the manager
+    /// holds. Other leases are left alone.
+    pub fn reconcile(&self, name: &str, held: &[HeldLease]) -> Result<Reconciled, RegistryError> {
         let mut inner = self.lock();
         let (active, released): (Vec<u32>, Vec<u32>) = inner
             .leases_on(name, &[LeaseState::InDoubt])
             .into_iter()
-            .partition(|id| held.contains(id));
+            .partition(|id| held.iter().any(|l| l.lease_id == *id));
+        let lost: Vec<(u32, u32, u64)> = if inner.nodes.contains_key(name) {
+            held.iter()
+                .filter(|l| l.lease_id != 0 && !inner.leases.contains_key(&l.lease_id))
+                .map(|l| (l.lease_id, u32::from(l.cores), u64::from(l.memory_mb)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let at = now_ms();
         if let Some(store) = &mut inner.store {
             store.set_lease_states(&active, LeaseState::Active, None)?;
+            if !lost.is_empty() {
+                store.insert_held_leases(name, &lost, at)?;
+            }
         }
         for id in &active {
             if let Some(l) = inner.leases.get_mut(id) {
                 l.state = LeaseState::Active;
             }
         }
+        for &(id, cores, memory) in &lost {
+            if let Some(node) = inner.nodes.get_mut(name) {
+                node.leased_cores += cores;
+                node.leased_memory += memory;
+            }
+            inner.leases.insert(
+                id,
+                Lease {
+                    node: name.to_owned(),
+                    cores,
+                    memory,
+                    state: LeaseState::Active,
+                    granted_at_ms: at,
+                    ended_at_ms: None,
+                    billing: None,
+                },
+            );
+        }
         inner.release_all(&released)?;
-        Ok(Reconciled { active, released })
+        Ok(Reconciled {
+            active,
+            released,
+            adopted: lost.into_iter().map(|(id, _, _)| id).collect(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -1141,6 +1219,87 @@ mod tests {
         Registry::open(Store::open(path).unwrap()).unwrap()
     }
 
+    fn held_lease(lease_id: u32, cores: u16, memory_mb: u32) -> HeldLease {
+        HeldLease {
+            lease_id,
+            cores,
+            memory_mb,
+        }
+    }
+
+    #[test]
+    fn a_lease_the_database_lost_comes_back_from_its_manager_and_its_id_stays_unused() {
+        let path = scratch_db("lost");
+        let (r, _) = reopen(&path);
+        r.add_node("a", spec(8, 4096)).unwrap();
+        r.set_manager_connected("a", true).unwrap();
+        let kept = r.grant(1, 100).unwrap().lease_id;
+        let lost = r.grant(2, 300).unwrap().lease_id;
+        drop(r);
+        // What a crash of the host may leave: the last grant never reached the disk.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("DELETE FROM leases WHERE id = ?1", [lost])
+            .unwrap();
+        drop(conn);
+
+        let (r, restored) = reopen(&path);
+        assert_eq!((restored.leases, restored.in_doubt), (1, 1));
+        assert_eq!(free(&r, "a"), (7, 3996));
+        // A new lease in the meantime does not get the lost one's id.
+        r.set_manager_connected("a", true).unwrap();
+        let meanwhile = r.grant(1, 1).unwrap().lease_id;
+        assert_eq!(meanwhile, LEASE_ID_BLOCK + 1);
+        let held = [held_lease(kept, 1, 100), held_lease(lost, 2, 300)];
+        let rec = r.reconcile("a", &held).unwrap();
+        assert_eq!(
+            rec,
+            Reconciled {
+                active: vec![kept],
+                released: vec![],
+                adopted: vec![lost]
+            }
+        );
+        assert_eq!(free(&r, "a"), (4, 3695));
+        let back = r.lease(lost).unwrap();
+        assert_eq!(
+            (back.node.as_str(), back.cores, back.memory, back.state),
+            ("a", 2, 300, LeaseState::Active)
+        );
+        // Listing the same leases again (the manager reconnects) takes nothing more.
+        assert_eq!(r.reconcile("a", &held).unwrap().adopted, Vec::<u32>::new());
+        // A manager of a node the registry does not have takes nothing back.
+        assert!(
+            r.reconcile("zz", &[held_lease(77, 1, 1)])
+                .unwrap()
+                .adopted
+                .is_empty()
+        );
+        assert!(r.lease(77).is_none());
+        drop(r);
+
+        // The lease taken back is stored.
+        let (r, _) = reopen(&path);
+        assert_eq!(r.lease(lost).unwrap().state, LeaseState::InDoubt);
+        assert_eq!(free(&r, "a"), (4, 3695));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn lease_ids_are_reserved_a_block_at_a_time_and_go_on_after_it_on_restart() {
+        let path = scratch_db("ids");
+        let (r, _) = reopen(&path);
+        r.add_node("a", spec(1 << 20, 1 << 20)).unwrap();
+        r.set_manager_connected("a", true).unwrap();
+        let n = LEASE_ID_BLOCK + 2;
+        let ids: Vec<u32> = (0..n).map(|_| r.grant(1, 0).unwrap().lease_id).collect();
+        assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "contiguous across blocks");
+        drop(r);
+        let (r, _) = reopen(&path);
+        r.set_manager_connected("a", true).unwrap();
+        assert_eq!(r.grant(1, 0).unwrap().lease_id, 2 * LEASE_ID_BLOCK + 1);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     #[test]
     fn a_restarted_registry_has_its_nodes_leases_and_bills_and_reconciles() {
         let path = scratch_db("restart");
@@ -1183,18 +1342,19 @@ mod tests {
         // The manager comes back: a bill first, then the list of what it holds.
         r.set_manager_connected("a", true).unwrap();
         r.close(billed_late, bill).unwrap();
-        let rec = r.reconcile("a", &[held, 999]).unwrap();
+        let rec = r.reconcile("a", &[held_lease(held, 2, 200)]).unwrap();
         assert_eq!(
             rec,
             Reconciled {
                 active: vec![held],
-                released: vec![gone]
+                released: vec![gone],
+                adopted: vec![]
             }
         );
         assert_eq!(free(&r, "a"), (6, 4096 - 200));
-        // Ids go on after the highest stored.
+        // Ids go on after the block reserved before the restart.
         let next = r.grant(1, 1).unwrap().lease_id;
-        assert_eq!(next, gone + 1);
+        assert_eq!(next, LEASE_ID_BLOCK + 1);
         drop(r);
 
         let (r, restored) = reopen(&path);

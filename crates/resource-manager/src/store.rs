@@ -1,5 +1,7 @@
 //! The resource manager's database: nodes, leases with their life cycle and billing records in
 //! SQLite (WAL, `synchronous=FULL`), each change committed before the registry acknowledges it.
+//! A grant alone is committed without a sync ([`Store::insert_grant`]): the sync of an idle
+//! disk took most of a cold lease, and the registry recovers a grant the disk lost.
 //!
 //! The schema is versioned with `PRAGMA user_version` ([`SCHEMA_VERSION`]); opening runs the
 //! migrations a database lacks, each in its own transaction, and refuses a database written by
@@ -7,7 +9,7 @@
 //!
 //! | table | rows |
 //! |---|---|
-//! | `meta` | `key`, `value`: facts about the database (`created_at_ms`, `created_by`) |
+//! | `meta` | `key`, `value`: facts about the database (`created_at_ms`, `created_by`) and the last reserved lease id (`lease_ids_reserved_to`) |
 //! | `nodes` | `name`, `ip_address`, `port`, `cores`, `memory` (MiB), `added_at_ms` |
 //! | `leases` | `id`, `node`, `cores`, `memory`, `state` (`active`, `in_doubt`, `closed`, `released`), `granted_at_ms`, `ended_at_ms` |
 //! | `bills` | `lease_id` (one bill per lease), `node`, `recorded_at_ms`, `allocation_ns`, `hot_polling_ns`, `execution_ns`, `invocations` |
@@ -137,7 +139,12 @@ pub struct Loaded {
     pub nodes: Vec<(String, NodeSpec)>,
     /// Every lease, by id.
     pub leases: Vec<StoredLease>,
+    /// The last lease id reserved ([`Store::reserve_lease_ids`]), if any was.
+    pub lease_ids_reserved_to: Option<u32>,
 }
+
+/// The `meta` key of the last reserved lease id.
+const LEASE_IDS_RESERVED_TO: &str = "lease_ids_reserved_to";
 
 /// An open database.
 pub struct Store {
@@ -393,7 +400,21 @@ impl Store {
             .map_err(e)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(e)?;
-        Ok(Loaded { nodes, leases })
+        let lease_ids_reserved_to = match self.meta(LEASE_IDS_RESERVED_TO)? {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                e(rusqlite::Error::InvalidColumnType(
+                    0,
+                    format!("meta {LEASE_IDS_RESERVED_TO} = {v:?}"),
+                    rusqlite::types::Type::Text,
+                ))
+            })?),
+        };
+        Ok(Loaded {
+            nodes,
+            leases,
+            lease_ids_reserved_to,
+        })
     }
 
     /// Stores a new node.
@@ -434,8 +455,12 @@ impl Store {
         tx.commit().map_err(sqlite)
     }
 
-    /// Stores a granted lease (state active).
-    pub fn insert_lease(
+    /// Stores a granted lease (state active), committed without waiting for the disk
+    /// (`synchronous=NORMAL` for this one commit): it survives the resource manager's crash,
+    /// but its host's crash may lose it. The registry makes up for that (see its module docs):
+    /// lease ids are reserved durably ([`Store::reserve_lease_ids`]) and a lost lease comes
+    /// back from its manager.
+    pub fn insert_grant(
         &self,
         id: u32,
         node: &str,
@@ -443,14 +468,64 @@ impl Store {
         memory: u64,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO leases (id, node, cores, memory, state, granted_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, 'active', ?5)",
-            )
+        let insert = || {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO leases (id, node, cores, memory, state, granted_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'active', ?5)",
+                )?
+                .execute(params![id, node, cores, int(memory), int(at_ms)])
+                .map(drop)
+        };
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| self.err(e))?;
-        stmt.execute(params![id, node, cores, int(memory), int(at_ms)])
+        let inserted = insert();
+        // Back to FULL before anything else commits, whatever the insert did.
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.err(e))?;
+        inserted.map_err(|e| self.err(e))
+    }
+
+    /// Stores leases on `node` that its manager holds and the database had lost (state
+    /// active, granted `at_ms`), in one durable transaction.
+    pub fn insert_held_leases(
+        &mut self,
+        node: &str,
+        leases: &[(u32, u32, u64)],
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO leases (id, node, cores, memory, state, granted_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, 'active', ?5)",
+                )
+                .map_err(sqlite)?;
+            for &(id, cores, memory) in leases {
+                stmt.execute(params![id, node, cores, int(memory), int(at_ms)])
+                    .map_err(sqlite)?;
+            }
+        }
+        tx.commit().map_err(sqlite)
+    }
+
+    /// Records, durably, that lease ids up to `last` may have been handed out: after a
+    /// restart ids go on after it.
+    pub fn reserve_lease_ids(&self, last: u32) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![LEASE_IDS_RESERVED_TO, last.to_string()],
+            )
             .map(drop)
             .map_err(|e| self.err(e))
     }
@@ -573,9 +648,9 @@ mod tests {
                 .contains("resource_manager")
         );
         store.insert_node("a", &spec(), 1).unwrap();
-        store.insert_lease(1, "a", 2, 100, 10).unwrap();
-        store.insert_lease(2, "a", 1, 0, 11).unwrap();
-        store.insert_lease(3, "a", 1, 0, 12).unwrap();
+        store.insert_grant(1, "a", 2, 100, 10).unwrap();
+        store.insert_grant(2, "a", 1, 0, 11).unwrap();
+        store.insert_grant(3, "a", 1, 0, 12).unwrap();
         let bill = Billing {
             allocation_ns: u64::MAX,
             hot_polling_ns: 2,
