@@ -50,8 +50,12 @@ fn libraries() -> [PathBuf; 2] {
     [native_library(), wasm_library()]
 }
 
+/// Runs `cmd` to completion. Without the `LD_LIBRARY_PATH` cargo gives tests (it names
+/// `target/debug/deps`, where a `librfaas.so` of another build may lie), so a client finds the
+/// prefix's library through its own run path.
 fn command_output(cmd: &mut Command) -> Output {
-    cmd.output()
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .output()
         .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"))
 }
 
