@@ -330,9 +330,15 @@ impl Broker {
             ..
         }) = self.peers.get_mut(&qp_num)
         {
-            *slot = Some(node.clone());
+            *slot = Some(node);
             held.clear();
         }
+    }
+
+    /// The node of a manager that listed its leases gets leases from now on: not before, so
+    /// that the cores of a lease the database lost and the manager still holds are never
+    /// leased again.
+    fn mark_registered(&mut self, qp_num: u32, node: String) {
         match self.registry.set_manager_connected(&node, true) {
             Ok(()) => tracing::info!("Executor manager registered node {node}"),
             Err(RegistryError::UnknownNode(_)) => {
@@ -362,7 +368,7 @@ impl Broker {
     }
 
     /// A registered manager lists the leases it holds; at the last record, its node's leases
-    /// in doubt are reconciled.
+    /// are reconciled and the node gets leases.
     fn held(&mut self, qp_num: u32, record: LeasesHeld) {
         let Some(Peer {
             kind: Kind::Manager { node, held },
@@ -402,6 +408,7 @@ impl Broker {
             }
             Err(e) => tracing::error!("reconciling the leases of node {node}: {e}"),
         }
+        self.mark_registered(qp_num, node);
     }
 
     fn lease(&mut self, client_qp: u32, request: LeaseRequest) {

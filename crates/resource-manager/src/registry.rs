@@ -27,9 +27,9 @@
 //!   after the last reserved one, so a lost lease's id is never handed out again (ids jump by up
 //!   to a block at each restart);
 //! - a lease its manager holds and the registry does not know is taken back, active, with the
-//!   cores and memory the manager got in its notice ([`Registry::reconcile`]). Until that
-//!   manager registers, its cores may be granted again; the manager then refuses what it
-//!   cannot fit, as it refuses any allocation beyond its means.
+//!   cores and memory the manager got in its notice ([`Registry::reconcile`]). The broker marks
+//!   a node's manager connected (so the node gets leases) only after that, so the cores of a
+//!   lost lease are not granted again.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
