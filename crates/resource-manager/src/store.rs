@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::registry::{Billing, LeaseState, NodeSpec};
 
@@ -272,6 +272,20 @@ impl Store {
         }
     }
 
+    /// Runs `f` in one transaction (of `behavior`) and commits it; nothing of it stays if `f`
+    /// or the commit fails.
+    fn in_transaction(
+        &mut self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
+        let done = self
+            .conn
+            .transaction_with_behavior(behavior)
+            .and_then(|tx| f(&tx).and_then(|()| tx.commit()));
+        done.map_err(|e| self.err(e))
+    }
+
     /// The schema version on disk.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         self.conn
@@ -299,30 +313,19 @@ impl Store {
             }
         }
         for version in found..SCHEMA_VERSION {
-            let path = self.path.clone();
-            let sqlite = |source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            };
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(sqlite)?;
-            tx.execute_batch(MIGRATIONS[version as usize])
-                .map_err(sqlite)?;
-            if version == 0 {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('created_at_ms', ?1), ('created_by', ?2)",
-                    params![
-                        crate::registry::now_ms().to_string(),
-                        concat!("resource_manager ", env!("CARGO_PKG_VERSION"))
-                    ],
-                )
-                .map_err(sqlite)?;
-            }
-            tx.pragma_update(None, "user_version", version + 1)
-                .map_err(sqlite)?;
-            tx.commit().map_err(sqlite)?;
+            self.in_transaction(TransactionBehavior::Exclusive, |tx| {
+                tx.execute_batch(MIGRATIONS[version as usize])?;
+                if version == 0 {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('created_at_ms', ?1), ('created_by', ?2)",
+                        params![
+                            crate::registry::now_ms().to_string(),
+                            concat!("resource_manager ", env!("CARGO_PKG_VERSION"))
+                        ],
+                    )?;
+                }
+                tx.pragma_update(None, "user_version", version + 1)
+            })?;
             tracing::info!(
                 "database {}: schema version {} -> {}",
                 self.path.display(),
@@ -443,16 +446,11 @@ impl Store {
         released: &[u32],
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        set_states(&tx, released, LeaseState::Released, Some(at_ms)).map_err(sqlite)?;
-        tx.execute("DELETE FROM nodes WHERE name = ?1", params![name])
-            .map_err(sqlite)?;
-        tx.commit().map_err(sqlite)
+        self.in_transaction(TransactionBehavior::Deferred, |tx| {
+            set_states(tx, released, LeaseState::Released, Some(at_ms))?;
+            tx.execute("DELETE FROM nodes WHERE name = ?1", params![name])
+                .map(drop)
+        })
     }
 
     /// Stores a granted lease (state active), committed without waiting for the disk
@@ -468,19 +466,10 @@ impl Store {
         memory: u64,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let insert = || {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO leases (id, node, cores, memory, state, granted_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, 'active', ?5)",
-                )?
-                .execute(params![id, node, cores, int(memory), int(at_ms)])
-                .map(drop)
-        };
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| self.err(e))?;
-        let inserted = insert();
+        let inserted = insert_lease(&self.conn, id, node, cores, memory, at_ms);
         // Back to FULL before anything else commits, whatever the insert did.
         self.conn
             .pragma_update(None, "synchronous", "FULL")
@@ -496,25 +485,11 @@ impl Store {
         leases: &[(u32, u32, u64)],
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO leases (id, node, cores, memory, state, granted_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, 'active', ?5)",
-                )
-                .map_err(sqlite)?;
-            for &(id, cores, memory) in leases {
-                stmt.execute(params![id, node, cores, int(memory), int(at_ms)])
-                    .map_err(sqlite)?;
-            }
-        }
-        tx.commit().map_err(sqlite)
+        self.in_transaction(TransactionBehavior::Deferred, |tx| {
+            leases.iter().try_for_each(|&(id, cores, memory)| {
+                insert_lease(tx, id, node, cores, memory, at_ms)
+            })
+        })
     }
 
     /// Records, durably, that lease ids up to `last` may have been handed out: after a
@@ -540,14 +515,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        set_states(&tx, ids, state, ended_at_ms).map_err(sqlite)?;
-        tx.commit().map_err(sqlite)
+        self.in_transaction(TransactionBehavior::Deferred, |tx| {
+            set_states(tx, ids, state, ended_at_ms)
+        })
     }
 
     /// Closes a lease with its bill, in one transaction.
@@ -558,20 +528,14 @@ impl Store {
         billing: &Billing,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sqlite)?;
-        set_states(&tx, &[id], LeaseState::Closed, Some(at_ms)).map_err(sqlite)?;
-        tx.prepare_cached(
-            "INSERT INTO bills (lease_id, node, recorded_at_ms, allocation_ns, hot_polling_ns,
-                                execution_ns, invocations)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
+        self.in_transaction(TransactionBehavior::Deferred, |tx| {
+            set_states(tx, &[id], LeaseState::Closed, Some(at_ms))?;
+            tx.prepare_cached(
+                "INSERT INTO bills (lease_id, node, recorded_at_ms, allocation_ns, hot_polling_ns,
+                                    execution_ns, invocations)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
                 id,
                 node,
                 int(at_ms),
@@ -580,9 +544,8 @@ impl Store {
                 int(billing.execution_ns),
                 int(billing.invocations)
             ])
+            .map(drop)
         })
-        .map_err(sqlite)?;
-        tx.commit().map_err(sqlite)
     }
 
     /// The value of a `meta` key.
@@ -594,6 +557,23 @@ impl Store {
             .optional()
             .map_err(|e| self.err(e))
     }
+}
+
+/// Inserts an active lease.
+fn insert_lease(
+    conn: &Connection,
+    id: u32,
+    node: &str,
+    cores: u32,
+    memory: u64,
+    at_ms: u64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO leases (id, node, cores, memory, state, granted_at_ms)
+         VALUES (?1, ?2, ?3, ?4, 'active', ?5)",
+    )?
+    .execute(params![id, node, cores, int(memory), int(at_ms)])
+    .map(drop)
 }
 
 fn set_states(
