@@ -189,6 +189,8 @@ fn run(args: &Args) -> Result<()> {
 
 fn run_spare(spare: &SpareArgs) -> Result<()> {
     let (device, ctx, pd) = spare.device.open()?;
+    // The allocation may be either kind; only wasm has work that can be done before it.
+    wasm::prepare();
     let mut line = Vec::new();
     std::io::stdin()
         .lock()

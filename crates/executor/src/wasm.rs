@@ -171,10 +171,7 @@ pub(crate) fn build(
         start_epoch_ticker(engine)?;
         Some(u64::from(time_limit_ms) + 1)
     };
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
-        .map_err(|e| anyhow::anyhow!("providing WASI to the module: {e:#}"))?;
-    let pre = linker
+    let pre = linker()?
         .instantiate_pre(&loaded.module)
         .map_err(|e| anyhow::anyhow!("linking the module to WASI: {e:#}"))?;
     let shared = Arc::new(Shared {
@@ -234,6 +231,29 @@ fn engine() -> Result<&'static Engine> {
         })
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The process's linker with WASI, created on first use.
+fn linker() -> Result<&'static Linker<Host>> {
+    static LINKER: OnceLock<Result<Linker<Host>, String>> = OnceLock::new();
+    let engine = engine()?;
+    LINKER
+        .get_or_init(|| {
+            let mut linker = Linker::new(engine);
+            wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |host: &mut Host| &mut host.wasi)
+                .map_err(|e| format!("providing WASI to the module: {e:#}"))?;
+            Ok(linker)
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Creates the engine and the linker now rather than in the first wasm allocation: a spare
+/// executor does this while it waits. A failure is the allocation's to report.
+pub fn prepare() {
+    if let Err(e) = linker() {
+        tracing::debug!("preparing the wasm engine: {e:#}");
+    }
 }
 
 /// Starts the engine's epoch ticker (once per process).
